@@ -1,0 +1,159 @@
+//! The `vigil` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::VigilConfig;
+use crate::policy::scenarios::{self, CheckReport};
+use crate::policy::{PluginSource, PolicyEngine, PolicyHandle, Sandbox, Supervisor};
+
+/// Vigil: a WebSocket session host whose liveness policy runs as a sandboxed
+/// WebAssembly plugin.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host.
+    Serve(ServeArgs),
+    /// Work with policy plugins.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `vigil serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (see `vigil.example.toml`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Which plugin, configured how.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Which plugin, configured how.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Policy plugin component (.wasm) [default: the built-in default policy].
+    #[arg(long, value_name = "FILE.wasm")]
+    pub policy: Option<PathBuf>,
+    /// JSON file handed to the plugin's `configure`.
+    #[arg(long, value_name = "FILE.json")]
+    pub policy_config: Option<PathBuf>,
+}
+
+/// `vigil policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a plugin, run the built-in scenarios through it and print its
+    /// verdicts; exits non-zero if it fails to load or breaks the contract.
+    Check(CheckArgs),
+}
+
+/// `vigil policy check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The plugin to check [default: the built-in default policy].
+    #[arg(value_name = "FILE.wasm")]
+    pub plugin: Option<PathBuf>,
+    /// JSON file handed to the plugin's `configure`.
+    #[arg(long, value_name = "FILE.json")]
+    pub policy_config: Option<PathBuf>,
+    /// Configuration file whose [policy] limits and config apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Sessions in the capacity-pressure batch.
+    #[arg(long, default_value_t = 20)]
+    pub capacity_sessions: usize,
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Command::Serve(args) => serve(args),
+            Command::Policy(PolicyCommand::Check(args)) => check(args),
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<VigilConfig> {
+    match path {
+        Some(path) => VigilConfig::from_file(path),
+        None => Ok(VigilConfig::default()),
+    }
+}
+
+/// Applies `--policy` and `--policy-config` over the file's settings.
+fn apply_policy_args(config: &mut VigilConfig, policy: Option<PathBuf>, policy_config: Option<PathBuf>) {
+    if let Some(path) = policy {
+        config.policy.path = Some(path);
+    }
+    if let Some(file) = policy_config {
+        config.policy.config = None;
+        config.policy.config_file = Some(file);
+    }
+}
+
+/// Loads the configured plugin into a sandbox: compiled, instantiated and
+/// configured, or a clear error.
+pub fn load_policy(engine: &PolicyEngine, config: &VigilConfig) -> Result<Sandbox> {
+    let source = match &config.policy.path {
+        Some(path) => PluginSource::from_file(path)?,
+        None => PluginSource::embedded_default(),
+    };
+    let plugin_config = config.policy.plugin_config_json()?;
+    let sandbox = Sandbox::load(engine, &source, &plugin_config, config.policy.limits.clone())?;
+    Ok(sandbox)
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let mut config = load_config(args.config.as_ref())?;
+    apply_policy_args(&mut config, args.plugin, args.policy_config);
+    let engine = PolicyEngine::new().context("starting the wasm engine")?;
+    let mut sandbox = load_policy(&engine, &config)?;
+    let report: CheckReport = scenarios::run_check(&mut sandbox, args.capacity_sessions)?;
+    println!("{report}");
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    apply_policy_args(&mut config, args.policy.policy, args.policy.policy_config);
+    config.validate()?;
+
+    // The plugin is loaded, configured and health-checked before anything
+    // listens: a bad plugin or config stops start-up here.
+    let engine = PolicyEngine::new().context("starting the wasm engine")?;
+    let mut sandbox = load_policy(&engine, &config)?;
+    let report = scenarios::run_check(&mut sandbox, 20)
+        .with_context(|| format!("policy plugin {} failed its start-up check", sandbox.name()))?;
+    tracing::info!(plugin = %sandbox.name(), sha256 = sandbox.sha256(), "policy plugin loaded");
+    for line in report.to_string().lines() {
+        tracing::info!("{line}");
+    }
+    let supervisor = Supervisor::new(sandbox, config.policy.faults.clone());
+    let policy = PolicyHandle::spawn(supervisor).context("starting the policy thread")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(crate::server::run_until_signal(config, policy))
+}

@@ -1,0 +1,148 @@
+//! What a plugin's answers must satisfy before the host acts on them. A
+//! violation is a fault like a trap: the batch gets fallback verdicts.
+
+use std::collections::HashSet;
+
+use vigil_policy_sdk::{
+    is_valid_close_code, Action, SessionFacts, SessionId, Verdict, MAX_CLOSE_REASON_BYTES,
+};
+
+/// A broken promise of the `vigil:policy` contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractViolation {
+    /// `assess` must answer every session exactly once.
+    #[error("assess returned {got} verdicts for a batch of {expected} sessions")]
+    VerdictCount {
+        /// Sessions in the batch.
+        expected: usize,
+        /// Verdicts returned.
+        got: usize,
+    },
+    /// A verdict for a session that was not in the batch.
+    #[error("verdict for session {0}, which is not in the batch")]
+    UnknownSession(SessionId),
+    /// Two verdicts for one session.
+    #[error("more than one verdict for session {0}")]
+    DuplicateVerdict(SessionId),
+    /// Health is 0..=100.
+    #[error("health {health} for session {session} is outside 0..=100")]
+    HealthOutOfRange {
+        /// The session.
+        session: SessionId,
+        /// What the plugin said.
+        health: u8,
+    },
+    /// A close code a server may not or should not send.
+    #[error("close code {code} for session {session} is not allowed (use 1000, 1001, 1008, 1011, 1013 or 3000..=4999)")]
+    InvalidCloseCode {
+        /// The session.
+        session: SessionId,
+        /// What the plugin said.
+        code: u16,
+    },
+    /// The reason must fit a close frame and name something.
+    #[error("eviction reason for session {session} is {len} bytes; it must be 1..={MAX_CLOSE_REASON_BYTES}")]
+    InvalidReason {
+        /// The session.
+        session: SessionId,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// `select-evictions` may name at most `excess` sessions.
+    #[error("select-evictions returned {got} sessions for an excess of {excess}")]
+    TooManyEvictions {
+        /// What the host asked for.
+        excess: u32,
+        /// What the plugin returned.
+        got: usize,
+    },
+    /// `select-evictions` named a session more than once.
+    #[error("select-evictions named session {0} more than once")]
+    DuplicateEviction(SessionId),
+    /// `select-evictions` named a session that was not offered.
+    #[error("select-evictions named session {0}, which was not offered")]
+    UnknownEviction(SessionId),
+}
+
+/// Checks an `assess` answer against its batch.
+pub fn check_verdicts(sessions: &[SessionFacts], verdicts: &[Verdict]) -> Result<(), ContractViolation> {
+    if verdicts.len() != sessions.len() {
+        return Err(ContractViolation::VerdictCount {
+            expected: sessions.len(),
+            got: verdicts.len(),
+        });
+    }
+    for verdict in verdicts {
+        check_verdict(verdict)?;
+    }
+    // Plugins usually answer in batch order: check that in one pass, and only
+    // build a set when the order differs.
+    let in_order = sessions
+        .iter()
+        .zip(verdicts)
+        .all(|(facts, verdict)| facts.id == verdict.session);
+    if in_order {
+        return Ok(());
+    }
+    let batch: HashSet<SessionId> = sessions.iter().map(|facts| facts.id).collect();
+    let mut answered = HashSet::with_capacity(verdicts.len());
+    for verdict in verdicts {
+        if !batch.contains(&verdict.session) {
+            return Err(ContractViolation::UnknownSession(verdict.session));
+        }
+        if !answered.insert(verdict.session) {
+            return Err(ContractViolation::DuplicateVerdict(verdict.session));
+        }
+    }
+    Ok(())
+}
+
+fn check_verdict(verdict: &Verdict) -> Result<(), ContractViolation> {
+    if verdict.health > 100 {
+        return Err(ContractViolation::HealthOutOfRange {
+            session: verdict.session,
+            health: verdict.health,
+        });
+    }
+    if let Action::Evict(eviction) = &verdict.action {
+        if !is_valid_close_code(eviction.close_code) {
+            return Err(ContractViolation::InvalidCloseCode {
+                session: verdict.session,
+                code: eviction.close_code,
+            });
+        }
+        let len = eviction.reason.len();
+        if len == 0 || len > MAX_CLOSE_REASON_BYTES {
+            return Err(ContractViolation::InvalidReason {
+                session: verdict.session,
+                len,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `select-evictions` answer against what was offered.
+pub fn check_evictions(
+    sessions: &[SessionFacts],
+    excess: u32,
+    chosen: &[SessionId],
+) -> Result<(), ContractViolation> {
+    if chosen.len() > excess as usize {
+        return Err(ContractViolation::TooManyEvictions {
+            excess,
+            got: chosen.len(),
+        });
+    }
+    let offered: HashSet<SessionId> = sessions.iter().map(|facts| facts.id).collect();
+    let mut seen = HashSet::with_capacity(chosen.len());
+    for &id in chosen {
+        if !offered.contains(&id) {
+            return Err(ContractViolation::UnknownEviction(id));
+        }
+        if !seen.insert(id) {
+            return Err(ContractViolation::DuplicateEviction(id));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! Everything about running policy plugins. The rest of the host hands in
+//! session facts and events and gets verdicts back; no wasmtime type crosses
+//! this module's boundary.
+//!
+//! - [`sandbox`]: wasmtime engine, component loading, one sandboxed instance.
+//! - [`limits`]: the deadline, memory and instance caps a plugin runs under.
+//! - [`output`]: where a plugin's log lines and stdout/stderr go.
+//! - [`contract`]: checks that a plugin's answers make sense for the batch.
+//! - [`supervisor`]: faults, fallback verdicts, re-instantiation, disabling.
+//! - [`worker`]: the thread that owns the plugin, and its async handle.
+//! - [`scenarios`]: the built-in table behind `vigil policy check`.
+
+pub mod contract;
+mod convert;
+pub mod limits;
+pub mod output;
+pub mod sandbox;
+pub mod scenarios;
+pub mod supervisor;
+pub mod worker;
+
+pub use contract::ContractViolation;
+pub use limits::SandboxLimits;
+pub use sandbox::{LoadError, PluginSource, PolicyEngine, Sandbox};
+pub use supervisor::{AssessOutcome, FaultKind, PolicyState, PolicyStats, Supervisor, SupervisorConfig, VerdictSource};
+pub use worker::PolicyHandle;
+pub use vigil_policy_sdk::{
+    Action, Event, EventKind, Eviction, FrameKind, SessionFacts, SessionId, TcpFacts, Tier, Verdict,
+};

@@ -1,0 +1,326 @@
+//! The built-in scenarios behind `vigil policy check` and the start-up health
+//! check: one session in each situation a liveness policy must handle, and a
+//! capacity-pressure batch. A plugin author runs them to see what their policy
+//! does; the host runs them to refuse a plugin that cannot answer them.
+
+use std::fmt::{self, Write as _};
+use std::time::{Duration, Instant};
+
+use vigil_policy_sdk::{Action, SessionFacts, SessionId, TcpFacts, Tier, Verdict};
+
+use super::contract::{self, ContractViolation};
+use super::sandbox::{CallFault, Sandbox};
+
+/// The `now-ms` the scenarios are assessed at (host uptime of ~17 minutes).
+pub const SCENARIO_NOW_MS: u64 = 1_000_000;
+
+/// One named situation.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Short name, shown in the table.
+    pub name: &'static str,
+    /// What the session is going through.
+    pub situation: &'static str,
+    /// The facts the policy sees.
+    pub facts: SessionFacts,
+}
+
+const SECOND: u64 = 1_000;
+const MINUTE: u64 = 60 * SECOND;
+
+/// A session that has been connected for a while and is doing fine; each
+/// scenario changes what makes it different.
+fn established(id: SessionId) -> SessionFacts {
+    SessionFacts {
+        age_ms: 20 * MINUTE,
+        idle_ms: 2 * SECOND,
+        app_idle_ms: 5 * SECOND,
+        since_pong_ms: Some(10 * SECOND),
+        last_rtt_ms: Some(3),
+        tier: Tier::Regular,
+        tcp: Some(TcpFacts {
+            rtt_us: 3_000,
+            rttvar_us: 500,
+            total_retransmits: 0,
+            unacked: 0,
+            last_data_recv_ms: 2_000,
+        }),
+        ..SessionFacts::new(id, "default")
+    }
+}
+
+/// The scenario table.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "healthy",
+            situation: "established, chatty, answers pings in 3 ms",
+            facts: established(1),
+        },
+        Scenario {
+            name: "new",
+            situation: "connected half a second ago",
+            facts: SessionFacts {
+                age_ms: 500,
+                idle_ms: 500,
+                app_idle_ms: 500,
+                since_pong_ms: None,
+                last_rtt_ms: None,
+                tier: Tier::Fast,
+                ..established(2)
+            },
+        },
+        Scenario {
+            name: "missed-pong",
+            situation: "two pings unanswered, the oldest not yet overdue",
+            facts: SessionFacts {
+                idle_ms: 25 * SECOND,
+                since_pong_ms: Some(55 * SECOND),
+                outstanding_pings: 2,
+                oldest_ping_ms: Some(25 * SECOND),
+                ..established(3)
+            },
+        },
+        Scenario {
+            name: "overdue-pong",
+            situation: "ping unanswered past the tier's pong timeout (frozen client)",
+            facts: SessionFacts {
+                idle_ms: 65 * SECOND,
+                app_idle_ms: 65 * SECOND,
+                since_pong_ms: Some(65 * SECOND),
+                outstanding_pings: 1,
+                oldest_ping_ms: Some(35 * SECOND),
+                pong_overdue: true,
+                ..established(4)
+            },
+        },
+        Scenario {
+            name: "send-failures",
+            situation: "three writes to the session failed",
+            facts: SessionFacts {
+                send_errors: 3,
+                ..established(5)
+            },
+        },
+        Scenario {
+            name: "brief-backlog",
+            situation: "outbound queue above the soft mark for 2 s",
+            facts: SessionFacts {
+                queued_bytes: 700 * 1024,
+                queued_frames: 700,
+                backlog_ms: 2 * SECOND,
+                ..established(6)
+            },
+        },
+        Scenario {
+            name: "sustained-backlog",
+            situation: "outbound queue above the soft mark for 12 s (slow consumer)",
+            facts: SessionFacts {
+                queued_bytes: 900 * 1024,
+                queued_frames: 900,
+                backlog_ms: 12 * SECOND,
+                ..established(7)
+            },
+        },
+        Scenario {
+            name: "quiet",
+            situation: "answers pings, no application frame for 5 min",
+            facts: SessionFacts {
+                app_idle_ms: 5 * MINUTE,
+                idle_ms: 20 * SECOND,
+                tier: Tier::KeepAlive,
+                ..established(8)
+            },
+        },
+        Scenario {
+            name: "long-app-idle",
+            situation: "answers pings, no application frame for 11 min",
+            facts: SessionFacts {
+                app_idle_ms: 11 * MINUTE,
+                idle_ms: 20 * SECOND,
+                tier: Tier::KeepAlive,
+                ..established(9)
+            },
+        },
+        Scenario {
+            name: "slow-transport",
+            situation: "1.5 s round trips and TCP retransmits",
+            facts: SessionFacts {
+                last_rtt_ms: Some(1_500),
+                tcp: Some(TcpFacts {
+                    rtt_us: 1_500_000,
+                    rttvar_us: 400_000,
+                    total_retransmits: 6,
+                    unacked: 80,
+                    last_data_recv_ms: 1_500,
+                }),
+                ..established(10)
+            },
+        },
+    ]
+}
+
+/// `sessions` sessions of varied health for a capacity-pressure call: every
+/// fifth has send failures, every seventh an overdue pong, the rest are fine.
+pub fn capacity_batch(sessions: usize) -> Vec<SessionFacts> {
+    (0..sessions as u64)
+        .map(|i| {
+            let mut facts = established(1_000 + i);
+            facts.age_ms = (i + 1) * MINUTE;
+            if i % 5 == 4 {
+                facts.send_errors = 2;
+            }
+            if i % 7 == 6 {
+                facts.outstanding_pings = 1;
+                facts.oldest_ping_ms = Some(40 * SECOND);
+                facts.pong_overdue = true;
+            }
+            facts
+        })
+        .collect()
+}
+
+/// What `policy check` found.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// The plugin's name.
+    pub plugin: String,
+    /// Each scenario with its verdict, in table order.
+    pub rows: Vec<(Scenario, Verdict)>,
+    /// Time of the `assess` call for the whole table.
+    pub assess_time: Duration,
+    /// The capacity batch offered, and how many had to go.
+    pub capacity_offered: usize,
+    /// How many the host asked to drop.
+    pub capacity_excess: u32,
+    /// Whom the plugin chose.
+    pub capacity_chosen: Vec<SessionId>,
+    /// Time of the `select-evictions` call.
+    pub select_time: Duration,
+}
+
+/// Why `policy check` failed after the plugin loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A call trapped, overran or ran out of memory.
+    #[error("policy plugin faulted during {call}: {fault}")]
+    Fault {
+        /// Which call.
+        call: &'static str,
+        /// How.
+        fault: CallFault,
+    },
+    /// An answer broke the contract.
+    #[error("policy plugin broke the contract during {call}: {violation}")]
+    Contract {
+        /// Which call.
+        call: &'static str,
+        /// How.
+        violation: ContractViolation,
+    },
+}
+
+/// Runs the scenario table and a capacity-pressure call through `sandbox`,
+/// checking every answer against the contract.
+pub fn run_check(sandbox: &mut Sandbox, capacity_sessions: usize) -> Result<CheckReport, CheckError> {
+    let table = scenarios();
+    let facts: Vec<SessionFacts> = table.iter().map(|s| s.facts.clone()).collect();
+    let started = Instant::now();
+    let verdicts = sandbox
+        .assess(SCENARIO_NOW_MS, &facts)
+        .map_err(|fault| CheckError::Fault {
+            call: "assess",
+            fault,
+        })?;
+    let assess_time = started.elapsed();
+    contract::check_verdicts(&facts, &verdicts).map_err(|violation| CheckError::Contract {
+        call: "assess",
+        violation,
+    })?;
+    let rows = table
+        .into_iter()
+        .map(|scenario| {
+            let verdict = verdicts
+                .iter()
+                .find(|v| v.session == scenario.facts.id)
+                .cloned();
+            (scenario, verdict)
+        })
+        .filter_map(|(scenario, verdict)| verdict.map(|v| (scenario, v)))
+        .collect();
+
+    let batch = capacity_batch(capacity_sessions);
+    let excess = (capacity_sessions / 10).max(1) as u32;
+    let started = Instant::now();
+    let chosen = sandbox
+        .select_evictions(SCENARIO_NOW_MS, &batch, excess)
+        .map_err(|fault| CheckError::Fault {
+            call: "select-evictions",
+            fault,
+        })?;
+    let select_time = started.elapsed();
+    contract::check_evictions(&batch, excess, &chosen).map_err(|violation| {
+        CheckError::Contract {
+            call: "select-evictions",
+            violation,
+        }
+    })?;
+
+    Ok(CheckReport {
+        plugin: sandbox.name().to_string(),
+        rows,
+        assess_time,
+        capacity_offered: batch.len(),
+        capacity_excess: excess,
+        capacity_chosen: chosen,
+        select_time,
+    })
+}
+
+fn action_cell(action: &Action) -> String {
+    match action {
+        Action::Keep => "keep".to_owned(),
+        Action::Ping => "ping".to_owned(),
+        Action::Evict(eviction) => format!("evict {} ({})", eviction.reason, eviction.close_code),
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "policy {}: verdicts for the built-in scenarios", self.plugin)?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<18} {:>6}  {:<10} {:<28} {:>9}  situation",
+            "scenario", "health", "tier", "action", "reassess"
+        )?;
+        for (scenario, verdict) in &self.rows {
+            let mut reassess = String::new();
+            let _ = write!(reassess, "{} ms", verdict.reassess_in_ms);
+            writeln!(
+                f,
+                "{:<18} {:>6}  {:<10} {:<28} {:>9}  {}",
+                scenario.name,
+                verdict.health,
+                verdict.tier.as_str(),
+                action_cell(&verdict.action),
+                reassess,
+                scenario.situation
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "capacity pressure: {} sessions, {} over the limit -> evict {:?}",
+            self.capacity_offered, self.capacity_excess, self.capacity_chosen
+        )?;
+        write!(
+            f,
+            "timing: assess {} sessions in {:?}, select-evictions over {} in {:?}",
+            self.rows.len(),
+            self.assess_time,
+            self.capacity_offered,
+            self.select_time
+        )
+    }
+}

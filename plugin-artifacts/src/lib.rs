@@ -1,0 +1,32 @@
+//! Vigil's policy plugins, built from `plugins/` for `wasm32-wasip2` by this
+//! crate's build script and embedded here, so `vigil` runs with no plugin file
+//! at all and tests load exactly the plugins the source tree describes.
+
+/// The default policy component (`plugins/default-policy`).
+pub static DEFAULT_POLICY: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vigil_default_policy.wasm"));
+
+/// Where the build left the default policy component on disk, for commands
+/// that take a plugin path.
+pub const DEFAULT_POLICY_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_default_policy.wasm");
+
+/// Plugins built only for tests and benchmarks.
+#[cfg(feature = "test-plugins")]
+pub mod test_plugins {
+    /// Keeps every session at full health in `regular`; does no work.
+    pub static NOOP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_noop.wasm"));
+    /// On disk, for commands that take a plugin path.
+    pub const NOOP_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_test_noop.wasm");
+
+    /// Misbehaves as its JSON config says (`{"fault": "loop", "in": "assess"}`).
+    pub static MISBEHAVING: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_misbehaving.wasm"));
+    /// On disk, for commands that take a plugin path.
+    pub const MISBEHAVING_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_test_misbehaving.wasm");
+
+    /// A valid component of another world.
+    pub static WRONG_WORLD: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_wrong_world.wasm"));
+    /// On disk, for commands that take a plugin path.
+    pub const WRONG_WORLD_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_test_wrong_world.wasm");
+}

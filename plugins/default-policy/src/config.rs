@@ -1,0 +1,239 @@
+//! The default policy's JSON configuration: every threshold, with documented
+//! defaults, and per-client-class overrides.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use vigil_policy_sdk::Tier;
+
+/// Thresholds for one client class. Every field has a default; a JSON config
+/// names only what it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Sessions younger than this are watched in the `fast` tier. Default 10 000 ms.
+    pub new_session_ms: u64,
+    /// Health below this puts a session in the `fast` tier. Default 60.
+    pub fast_below_health: u8,
+    /// Health below this sends a probe (ping) at once when none is in flight.
+    /// Default 40.
+    pub probe_below_health: u8,
+    /// Application silence after which a session that still answers pings
+    /// moves to `keep-alive`. Default 120 000 ms (2 min).
+    pub keep_alive_after_ms: u64,
+    /// Application silence after which a `keep-alive` session is evicted as
+    /// idle; 0 never evicts for silence. Default 600 000 ms (10 min).
+    pub idle_evict_ms: u64,
+    /// Evict when the pong is overdue and at least this many pings are
+    /// unanswered. Default 1: the first overdue pong evicts.
+    pub overdue_pings_to_evict: u32,
+    /// Failed writes that evict a session; 0 never evicts for them. Default 3.
+    pub send_failures_to_evict: u32,
+    /// Messages dropped at the queue's hard limit that evict a session; 0
+    /// keeps slow consumers that overflow. Default 1.
+    pub dropped_frames_to_evict: u32,
+    /// How long the outbound queue may stay above the soft mark before the
+    /// session is evicted as a slow consumer. Default 10 000 ms.
+    pub backlog_evict_ms: u64,
+    /// A round trip slower than this costs health (and so, usually, the
+    /// `fast` tier). Default 1 000 ms.
+    pub slow_rtt_ms: u32,
+    /// Re-assess `fast` sessions at least this often. Default 1 000 ms.
+    pub reassess_fast_ms: u32,
+    /// Re-assess `regular` sessions at least this often. Default 5 000 ms.
+    pub reassess_regular_ms: u32,
+    /// Re-assess `keep-alive` sessions at least this often. Default 30 000 ms.
+    pub reassess_keep_alive_ms: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            new_session_ms: 10_000,
+            fast_below_health: 60,
+            probe_below_health: 40,
+            keep_alive_after_ms: 120_000,
+            idle_evict_ms: 600_000,
+            overdue_pings_to_evict: 1,
+            send_failures_to_evict: 3,
+            dropped_frames_to_evict: 1,
+            backlog_evict_ms: 10_000,
+            slow_rtt_ms: 1_000,
+            reassess_fast_ms: 1_000,
+            reassess_regular_ms: 5_000,
+            reassess_keep_alive_ms: 30_000,
+        }
+    }
+}
+
+impl Settings {
+    /// The longest the host should wait before assessing a session in `tier`.
+    pub fn reassess_ms(&self, tier: Tier) -> u32 {
+        match tier {
+            Tier::Fast => self.reassess_fast_ms,
+            Tier::Regular => self.reassess_regular_ms,
+            Tier::KeepAlive => self.reassess_keep_alive_ms,
+        }
+    }
+
+    fn validate(&self, scope: &str) -> Result<(), ConfigError> {
+        let invalid = |setting: &str, why: &str| ConfigError::Invalid {
+            scope: scope.to_owned(),
+            setting: setting.to_owned(),
+            why: why.to_owned(),
+        };
+        if self.fast_below_health > 100 {
+            return Err(invalid("fast_below_health", "health is 0..=100"));
+        }
+        if self.probe_below_health > 100 {
+            return Err(invalid("probe_below_health", "health is 0..=100"));
+        }
+        if self.overdue_pings_to_evict == 0 {
+            return Err(invalid(
+                "overdue_pings_to_evict",
+                "must be at least 1 (an overdue pong implies one unanswered ping)",
+            ));
+        }
+        if self.backlog_evict_ms == 0 {
+            return Err(invalid(
+                "backlog_evict_ms",
+                "must be above 0, or every brief burst would evict",
+            ));
+        }
+        for (setting, value) in [
+            ("reassess_fast_ms", self.reassess_fast_ms),
+            ("reassess_regular_ms", self.reassess_regular_ms),
+            ("reassess_keep_alive_ms", self.reassess_keep_alive_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(setting, "must be above 0"));
+            }
+        }
+        if self.idle_evict_ms != 0 && self.idle_evict_ms < self.keep_alive_after_ms {
+            return Err(invalid(
+                "idle_evict_ms",
+                "must be 0 (never) or at least keep_alive_after_ms, since only keep-alive sessions are evicted as idle",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Overrides for one client class, as written in the config: any subset of
+/// [`Settings`]' fields, applied on top of the top-level values.
+pub type ClassOverrides = Map<String, Value>;
+
+/// The whole configuration: top-level [`Settings`] plus per-class overrides,
+/// resolved once at `configure` time so assessment does no merging.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    base: Settings,
+    classes: BTreeMap<String, Settings>,
+}
+
+/// Why a configuration was refused; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not JSON, not an object, an unknown setting, or a value of the wrong type.
+    #[error("invalid default-policy config{}: {source}", scope_suffix(.scope))]
+    Parse {
+        /// `""` for the top level, else the class name.
+        scope: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// The config must be a JSON object.
+    #[error("invalid default-policy config: expected a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// A value parsed but makes no sense.
+    #[error("invalid default-policy config{}: `{setting}` {why}", scope_suffix(.scope))]
+    Invalid {
+        /// `""` for the top level, else the class name.
+        scope: String,
+        /// The offending setting.
+        setting: String,
+        /// Why it is refused.
+        why: String,
+    },
+}
+
+fn scope_suffix(scope: &str) -> String {
+    if scope.is_empty() {
+        String::new()
+    } else {
+        format!(" (class `{scope}`)")
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Config {
+    /// Parses and validates a JSON config. An empty string means defaults.
+    ///
+    /// ```json
+    /// { "idle_evict_ms": 0, "classes": { "onebot": { "send_failures_to_evict": 1 } } }
+    /// ```
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        if json.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let parse = |scope: &str, source| ConfigError::Parse {
+            scope: scope.to_owned(),
+            source,
+        };
+        let value: Value = serde_json::from_str(json).map_err(|e| parse("", e))?;
+        let Value::Object(mut top) = value else {
+            return Err(ConfigError::NotAnObject(json_type(&value)));
+        };
+        let classes = match top.remove("classes") {
+            None => Map::new(),
+            Some(Value::Object(classes)) => classes,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    scope: String::new(),
+                    setting: "classes".to_owned(),
+                    why: format!("must be an object of class names, got {}", json_type(&other)),
+                })
+            }
+        };
+        let base: Settings =
+            serde_json::from_value(Value::Object(top.clone())).map_err(|e| parse("", e))?;
+        base.validate("")?;
+
+        let mut resolved = BTreeMap::new();
+        for (class, overrides) in classes {
+            let Value::Object(overrides) = overrides else {
+                return Err(ConfigError::Invalid {
+                    scope: class,
+                    setting: "classes".to_owned(),
+                    why: format!("entry must be an object, got {}", json_type(&overrides)),
+                });
+            };
+            let mut merged = top.clone();
+            merged.extend(overrides);
+            let settings: Settings =
+                serde_json::from_value(Value::Object(merged)).map_err(|e| parse(&class, e))?;
+            settings.validate(&class)?;
+            resolved.insert(class, settings);
+        }
+        Ok(Config {
+            base,
+            classes: resolved,
+        })
+    }
+
+    /// The settings for sessions of `client_class`.
+    pub fn for_class(&self, client_class: &str) -> &Settings {
+        self.classes.get(client_class).unwrap_or(&self.base)
+    }
+}

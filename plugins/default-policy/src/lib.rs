@@ -1,0 +1,169 @@
+//! Vigil's default session liveness policy.
+//!
+//! One source, two builds: compiled to a `wasm32-wasip2` component it is the
+//! plugin Vigil runs by default; compiled natively it is the host's fallback
+//! when a plugin faults, and the baseline the wasm build is benchmarked
+//! against.
+//!
+//! The policy in one paragraph: a session's health (0–100) starts at 100 and
+//! loses points for heartbeat trouble (unanswered or overdue pongs), error
+//! history (send failures, transport errors, dropped messages, a backed-up
+//! outbound queue), a slow or lossy transport (RTT above a limit or far above
+//! the session's own baseline, TCP retransmits, unacknowledged segments) and
+//! long application silence. New or unhealthy sessions are watched in the
+//! `fast` tier, quiet ones that still answer pings in `keep-alive`, the rest
+//! in `regular`. A session is evicted for an overdue pong, repeated send
+//! failures, a backlog that lasts or overflows, or (in `keep-alive`, when
+//! configured) application silence past the idle limit. Under capacity
+//! pressure the least healthy sessions go first.
+
+mod config;
+mod history;
+mod scoring;
+
+pub use config::{ClassOverrides, Config, ConfigError};
+
+use history::History;
+use vigil_policy_sdk::{
+    Action, Event, Eviction, Policy, SessionFacts, SessionId, Tier, Verdict,
+};
+
+/// Close codes the default policy uses, one per reason, so a client's logs
+/// say why it was dropped. All are in the private-use range 4000–4999.
+pub mod close_codes {
+    /// No pong within the tier's pong timeout.
+    pub const PONG_TIMEOUT: u16 = 4000;
+    /// Too many failed writes.
+    pub const SEND_FAILURES: u16 = 4001;
+    /// Outbound queue above the soft mark for too long, or overflowing.
+    pub const BACKLOG: u16 = 4002;
+    /// No application traffic for longer than the idle limit.
+    pub const IDLE: u16 = 4003;
+}
+
+/// The default policy: [`Config`] plus the per-session RTT history it learns
+/// from events (a hint; every decision also works from facts alone).
+#[derive(Debug, Default)]
+pub struct DefaultPolicy {
+    config: Config,
+    history: History,
+}
+
+impl DefaultPolicy {
+    /// A policy with the given configuration and no history.
+    pub fn new(config: Config) -> Self {
+        DefaultPolicy {
+            config,
+            history: History::default(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The verdict for one session, as [`Policy::assess`] gives it in a batch.
+    pub fn verdict(&self, facts: &SessionFacts) -> Verdict {
+        let settings = self.config.for_class(&facts.client_class);
+        let baseline = self.history.rtt_baseline_ms(facts.id);
+        let health = scoring::health(settings, facts, baseline);
+        let tier = scoring::tier(settings, facts, health);
+        let action = decide_action(settings, facts, tier, health);
+        Verdict {
+            session: facts.id,
+            health,
+            tier,
+            action,
+            reassess_in_ms: settings.reassess_ms(tier),
+        }
+    }
+}
+
+fn evict(reason: &str, close_code: u16) -> Action {
+    Action::Evict(Eviction {
+        reason: reason.to_owned(),
+        close_code,
+    })
+}
+
+/// The action for one session: the first rule that fires, most certain
+/// evidence of death first.
+fn decide_action(
+    settings: &config::Settings,
+    facts: &SessionFacts,
+    tier: Tier,
+    health: u8,
+) -> Action {
+    if facts.pong_overdue && facts.outstanding_pings >= settings.overdue_pings_to_evict {
+        return evict("pong-timeout", close_codes::PONG_TIMEOUT);
+    }
+    if settings.send_failures_to_evict > 0 && facts.send_errors >= settings.send_failures_to_evict
+    {
+        return evict("send-failures", close_codes::SEND_FAILURES);
+    }
+    if settings.dropped_frames_to_evict > 0
+        && facts.dropped_frames >= settings.dropped_frames_to_evict
+    {
+        return evict("backlog-overflow", close_codes::BACKLOG);
+    }
+    if facts.backlog_ms >= settings.backlog_evict_ms {
+        return evict("backlog", close_codes::BACKLOG);
+    }
+    if tier == Tier::KeepAlive
+        && settings.idle_evict_ms > 0
+        && facts.app_idle_ms >= settings.idle_evict_ms
+    {
+        return evict("idle", close_codes::IDLE);
+    }
+    // Probe rather than wait for the schedule when something looks wrong and
+    // no probe is already in flight: a backed-up queue (is the reader alive?)
+    // or a poor score.
+    if facts.outstanding_pings == 0 && (facts.backlog_ms > 0 || health < settings.probe_below_health)
+    {
+        return Action::Ping;
+    }
+    Action::Keep
+}
+
+impl Policy for DefaultPolicy {
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        self.config = Config::from_json(config).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn on_events(&mut self, events: &[Event]) {
+        self.history.record(events);
+    }
+
+    fn assess(&mut self, _now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict> {
+        sessions.iter().map(|facts| self.verdict(facts)).collect()
+    }
+
+    fn select_evictions(
+        &mut self,
+        _now_ms: u64,
+        sessions: &[SessionFacts],
+        excess: u32,
+    ) -> Vec<SessionId> {
+        // Least healthy first; among equals the longest silent, then the
+        // oldest id, so the choice is deterministic.
+        let mut ranked: Vec<(u8, u64, SessionId)> = sessions
+            .iter()
+            .map(|facts| {
+                let settings = self.config.for_class(&facts.client_class);
+                let baseline = self.history.rtt_baseline_ms(facts.id);
+                let health = scoring::health(settings, facts, baseline);
+                (health, u64::MAX - facts.app_idle_ms, facts.id)
+            })
+            .collect();
+        ranked.sort_unstable();
+        ranked
+            .into_iter()
+            .take(excess as usize)
+            .map(|(_, _, id)| id)
+            .collect()
+    }
+}
+
+vigil_policy_sdk::export_policy!(DefaultPolicy);

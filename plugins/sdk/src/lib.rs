@@ -1,0 +1,112 @@
+//! Write Vigil policy plugins in plain Rust.
+//!
+//! A policy is a type implementing [`Policy`]; `export_policy!(MyPolicy)` turns
+//! it into a `vigil:policy/policy-plugin` component when the crate is built for
+//! `wasm32-wasip2`. The same type also compiles natively, so its logic can be
+//! unit-tested with `cargo test` and, for the default policy, linked into the
+//! host as its fallback.
+//!
+//! Plugin state lives in the [`Policy`] value and is lost whenever the host
+//! swaps the plugin, re-instantiates it after a fault, or restarts: a policy
+//! must be able to decide from [`SessionFacts`] alone.
+
+// Lets the generated bindings name this crate by its public path, which is
+// also how they are reached from plugin crates through `export_policy!`.
+extern crate self as vigil_policy_sdk;
+
+pub mod types;
+
+pub use types::*;
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod guest;
+
+/// A session liveness policy: the decisions behind Vigil's heartbeats.
+///
+/// The host calls these methods in batches, never once per session, under a
+/// deadline (20 ms per call by default) and a memory cap (64 MiB by default).
+pub trait Policy {
+    /// Applies the operator's JSON configuration (`{}` when none). Called once
+    /// per instance, before anything else. An `Err` refuses the plugin, so say
+    /// which setting is wrong and why.
+    fn configure(&mut self, config: &str) -> Result<(), String>;
+
+    /// Events since the previous call, oldest first; ignore them if the policy
+    /// keeps no history.
+    fn on_events(&mut self, events: &[Event]) {
+        let _ = events;
+    }
+
+    /// Exactly one verdict per session in `sessions`.
+    fn assess(&mut self, now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict>;
+
+    /// At most `excess` ids from `sessions` to drop because the host is over
+    /// its session limit.
+    fn select_evictions(&mut self, now_ms: u64, sessions: &[SessionFacts], excess: u32)
+        -> Vec<SessionId>;
+}
+
+/// Writes a line to the host's log, tagged with the plugin's name.
+///
+/// In a native build (the host's fallback, unit tests) there is no host to
+/// write to and the line is discarded.
+pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    guest::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (level, message);
+}
+
+/// Exports a [`Policy`] type (which must implement `Default`) as the
+/// component's `vigil:policy/policy` interface.
+///
+/// Does nothing outside `wasm32`, so a plugin crate builds and tests natively.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static POLICY: ::core::cell::RefCell<$policy> =
+                    ::core::cell::RefCell::new(<$policy as ::core::default::Default>::default());
+            }
+
+            struct VigilPolicyExport;
+
+            impl $crate::guest::Guest for VigilPolicyExport {
+                fn configure(config: String) -> Result<(), String> {
+                    POLICY.with_borrow_mut(|policy| $crate::Policy::configure(policy, &config))
+                }
+
+                fn on_events(events: Vec<$crate::guest::WitEvent>) {
+                    let events = $crate::guest::events_from_wit(events);
+                    POLICY.with_borrow_mut(|policy| $crate::Policy::on_events(policy, &events))
+                }
+
+                fn assess(
+                    now_ms: u64,
+                    sessions: Vec<$crate::guest::WitSessionFacts>,
+                ) -> Vec<$crate::guest::WitVerdict> {
+                    let sessions = $crate::guest::facts_from_wit(sessions);
+                    let verdicts =
+                        POLICY.with_borrow_mut(|policy| $crate::Policy::assess(policy, now_ms, &sessions));
+                    $crate::guest::verdicts_to_wit(verdicts)
+                }
+
+                fn select_evictions(
+                    now_ms: u64,
+                    sessions: Vec<$crate::guest::WitSessionFacts>,
+                    excess: u32,
+                ) -> Vec<u64> {
+                    let sessions = $crate::guest::facts_from_wit(sessions);
+                    POLICY.with_borrow_mut(|policy| {
+                        $crate::Policy::select_evictions(policy, now_ms, &sessions, excess)
+                    })
+                }
+            }
+
+            $crate::guest::bindings::export_bindings!(VigilPolicyExport with_types_in $crate::guest::bindings);
+        };
+    };
+}

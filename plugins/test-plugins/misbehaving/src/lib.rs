@@ -1,0 +1,132 @@
+//! A policy that misbehaves on purpose, in the way its config names, so the
+//! host's sandbox and fault handling can be tested against each failure:
+//!
+//! `{"fault": F, "in": C}` with F one of `loop`, `memory-bomb`, `panic`,
+//! `missing-verdict`, `unknown-session`, `duplicate-verdict`, `bad-health`,
+//! `bad-close-code`, `too-many-evictions`, `reject-config`, and C the call it
+//! strikes in: `assess` (default), `select-evictions` or `configure`.
+//! Until it strikes it behaves like a policy that keeps everything.
+
+use vigil_policy_sdk::{Action, Eviction, LogLevel, Policy, SessionFacts, SessionId, Tier, Verdict};
+
+#[derive(Default)]
+struct Misbehaving {
+    fault: String,
+    strike_in: String,
+}
+
+fn keep(facts: &SessionFacts) -> Verdict {
+    Verdict {
+        session: facts.id,
+        health: 100,
+        tier: Tier::Regular,
+        action: Action::Keep,
+        reassess_in_ms: 1_000,
+    }
+}
+
+/// Spins until the host's deadline interrupts it.
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Allocates and touches memory until the host's memory cap stops it.
+fn eat_memory() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![0xA5; 1 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+impl Misbehaving {
+    fn strikes_in(&self, call: &str) -> bool {
+        self.strike_in == call
+    }
+
+    /// The faults that do not depend on the call's return type.
+    fn strike_generic(&self) {
+        match self.fault.as_str() {
+            "loop" => spin_forever(),
+            "memory-bomb" => eat_memory(),
+            "panic" => panic!("misbehaving policy panicked on purpose"),
+            _ => {}
+        }
+    }
+}
+
+impl Policy for Misbehaving {
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        let value: serde_json::Value =
+            serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
+        self.fault = value["fault"].as_str().unwrap_or("none").to_owned();
+        self.strike_in = value["in"].as_str().unwrap_or("assess").to_owned();
+        vigil_policy_sdk::log(
+            LogLevel::Info,
+            &format!("misbehaving policy armed: {} in {}", self.fault, self.strike_in),
+        );
+        if self.strikes_in("configure") {
+            self.strike_generic();
+            if self.fault == "reject-config" {
+                return Err("misbehaving policy refuses every config".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    fn assess(&mut self, _now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict> {
+        let mut verdicts: Vec<Verdict> = sessions.iter().map(keep).collect();
+        if !self.strikes_in("assess") {
+            return verdicts;
+        }
+        self.strike_generic();
+        match self.fault.as_str() {
+            "missing-verdict" => {
+                verdicts.pop();
+            }
+            "unknown-session" => {
+                if let Some(first) = verdicts.first_mut() {
+                    first.session = u64::MAX;
+                }
+            }
+            "duplicate-verdict" => {
+                if let Some(first) = verdicts.first().cloned() {
+                    verdicts.pop();
+                    verdicts.push(first);
+                }
+            }
+            "bad-health" => {
+                if let Some(first) = verdicts.first_mut() {
+                    first.health = 101;
+                }
+            }
+            "bad-close-code" => {
+                if let Some(first) = verdicts.first_mut() {
+                    first.action = Action::Evict(Eviction {
+                        reason: "bad-code".to_owned(),
+                        close_code: 1006,
+                    });
+                }
+            }
+            _ => {}
+        }
+        verdicts
+    }
+
+    fn select_evictions(&mut self, _now_ms: u64, sessions: &[SessionFacts], excess: u32) -> Vec<SessionId> {
+        if self.strikes_in("select-evictions") {
+            self.strike_generic();
+            match self.fault.as_str() {
+                "unknown-session" => return vec![u64::MAX],
+                "too-many-evictions" => return sessions.iter().map(|f| f.id).collect(),
+                _ => {}
+            }
+        }
+        sessions.iter().take(excess as usize).map(|f| f.id).collect()
+    }
+}
+
+vigil_policy_sdk::export_policy!(Misbehaving);
