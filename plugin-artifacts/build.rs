@@ -37,8 +37,17 @@ fn run() -> Result<(), String> {
     let plugins_dir = root.join("plugins");
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
 
-    for watched in ["sdk", "default-policy", "test-plugins", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", plugins_dir.join(watched).display());
+    for watched in [
+        "sdk",
+        "default-policy",
+        "test-plugins",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            plugins_dir.join(watched).display()
+        );
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
@@ -92,7 +101,9 @@ fn ensure_wasm_target() -> Result<(), String> {
         .status()
         .map_err(|_| hint.clone())?;
     if !status.success() {
-        return Err(format!("`rustup target add {WASM_TARGET}` failed ({status}); {hint}"));
+        return Err(format!(
+            "`rustup target add {WASM_TARGET}` failed ({status}); {hint}"
+        ));
     }
     Ok(())
 }
@@ -108,7 +119,7 @@ fn build_plugins(
         .arg("build")
         .arg("--manifest-path")
         .arg(plugins_dir.join("Cargo.toml"))
-        .args(["--target", WASM_TARGET, "--release", "--locked"])
+        .args(["--target", WASM_TARGET, "--release"])
         .arg("--target-dir")
         .arg(target_dir);
     for (package, _) in plugins {

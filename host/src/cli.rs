@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
 use crate::config::VigilConfig;
 use crate::policy::scenarios::{self, CheckReport};
@@ -90,6 +92,25 @@ impl Cli {
     }
 }
 
+/// The whole program: logging to stderr (filtered by `RUST_LOG`, default
+/// `info`), the command line, and errors printed with their causes.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<VigilConfig> {
     match path {
         Some(path) => VigilConfig::from_file(path),
@@ -98,7 +119,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<VigilConfig> {
 }
 
 /// Applies `--policy` and `--policy-config` over the file's settings.
-fn apply_policy_args(config: &mut VigilConfig, policy: Option<PathBuf>, policy_config: Option<PathBuf>) {
+fn apply_policy_args(
+    config: &mut VigilConfig,
+    policy: Option<PathBuf>,
+    policy_config: Option<PathBuf>,
+) {
     if let Some(path) = policy {
         config.policy.path = Some(path);
     }
@@ -116,7 +141,12 @@ pub fn load_policy(engine: &PolicyEngine, config: &VigilConfig) -> Result<Sandbo
         None => PluginSource::embedded_default(),
     };
     let plugin_config = config.policy.plugin_config_json()?;
-    let sandbox = Sandbox::load(engine, &source, &plugin_config, config.policy.limits.clone())?;
+    let sandbox = Sandbox::load(
+        engine,
+        &source,
+        &plugin_config,
+        config.policy.limits.clone(),
+    )?;
     Ok(sandbox)
 }
 

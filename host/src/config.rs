@@ -87,7 +87,9 @@ impl VigilConfig {
                 *relative = base.join(&*relative);
             }
         }
-        config.validate().with_context(|| format!("invalid config file {}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         Ok(config)
     }
 

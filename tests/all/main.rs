@@ -1,1 +1,7 @@
-fn main(){}
+//! Vigil's integration tests, one binary (links once, runs in parallel).
+
+mod cli;
+mod default_policy;
+mod hostile_plugins;
+mod loading;
+mod policy_thread;

@@ -65,7 +65,10 @@ pub enum ContractViolation {
 }
 
 /// Checks an `assess` answer against its batch.
-pub fn check_verdicts(sessions: &[SessionFacts], verdicts: &[Verdict]) -> Result<(), ContractViolation> {
+pub fn check_verdicts(
+    sessions: &[SessionFacts],
+    verdicts: &[Verdict],
+) -> Result<(), ContractViolation> {
     if verdicts.len() != sessions.len() {
         return Err(ContractViolation::VerdictCount {
             expected: sessions.len(),

@@ -22,8 +22,10 @@ pub mod worker;
 pub use contract::ContractViolation;
 pub use limits::SandboxLimits;
 pub use sandbox::{LoadError, PluginSource, PolicyEngine, Sandbox};
-pub use supervisor::{AssessOutcome, FaultKind, PolicyState, PolicyStats, Supervisor, SupervisorConfig, VerdictSource};
-pub use worker::PolicyHandle;
+pub use supervisor::{
+    AssessOutcome, FaultKind, PolicyState, PolicyStats, Supervisor, SupervisorConfig, VerdictSource,
+};
 pub use vigil_policy_sdk::{
     Action, Event, EventKind, Eviction, FrameKind, SessionFacts, SessionId, TcpFacts, Tier, Verdict,
 };
+pub use worker::PolicyHandle;

@@ -242,7 +242,11 @@ impl Pollable for PluginStream {
 }
 
 impl tokio::io::AsyncWrite for PluginStream {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.output.write(self.kind, buf);
         Poll::Ready(Ok(buf.len()))
     }

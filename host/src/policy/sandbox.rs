@@ -11,9 +11,10 @@
 //! driven from a plain thread (see [`super::worker`]), never from a tokio
 //! worker thread.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,34 @@ const POLICY_EXPORT: &str = "vigil:policy/policy@0.1.0";
 pub struct PolicyEngine {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
+    compiled: Arc<Mutex<CompiledCache>>,
+}
+
+/// Recently compiled components by SHA-256, so loading the same plugin again
+/// (a rollback, a re-check) skips Cranelift.
+#[derive(Default)]
+struct CompiledCache {
+    by_sha256: HashMap<String, Component>,
+    order: VecDeque<String>,
+}
+
+impl CompiledCache {
+    const CAPACITY: usize = 16;
+
+    fn get(&self, sha256: &str) -> Option<Component> {
+        self.by_sha256.get(sha256).cloned()
+    }
+
+    fn insert(&mut self, sha256: String, component: Component) {
+        if self.by_sha256.insert(sha256.clone(), component).is_none() {
+            self.order.push_back(sha256);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_sha256.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -89,7 +118,26 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             engine,
             linker: Arc::new(linker),
+            compiled: Arc::default(),
         })
+    }
+
+    /// Compiles a component, or takes it from the cache.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+        let cached = self
+            .compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sha256);
+        if let Some(component) = cached {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        self.compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sha256.to_owned(), component.clone());
+        Ok(component)
     }
 }
 
@@ -328,8 +376,10 @@ impl Sandbox {
     ) -> Result<Sandbox, LoadError> {
         let name = source.name.to_string();
         check_header(&name, &source.bytes)?;
-        let component =
-            Component::new(&engine.engine, &source.bytes).map_err(|e| LoadError::Compile {
+        let sha256 = source.sha256();
+        let component = engine
+            .compile(&source.bytes, &sha256)
+            .map_err(|e| LoadError::Compile {
                 name: name.clone(),
                 detail: format!("{e:#}"),
             })?;
@@ -349,7 +399,7 @@ impl Sandbox {
             engine: engine.clone(),
             pre,
             name: source.name.clone(),
-            sha256: source.sha256(),
+            sha256,
             config_json: config_json.to_owned(),
             limits,
             output: PluginOutput::new(source.name.clone()),
@@ -446,7 +496,6 @@ impl Sandbox {
         store.epoch_deadline_trap();
         store
     }
-
 }
 
 /// Names what stopped a guest call. Checks the limiter first: running out of
@@ -483,7 +532,8 @@ impl Sandbox {
                 detail: "no live instance (the last restart failed)".to_owned(),
             });
         };
-        live.store.set_epoch_deadline(ticks(self.limits.call_deadline));
+        live.store
+            .set_epoch_deadline(ticks(self.limits.call_deadline));
         let result = f(&mut live.store, &live.plugin);
         match result {
             Ok(value) => Ok(value),
@@ -498,10 +548,16 @@ impl Sandbox {
 
     /// Calls the plugin's `assess`. The verdicts are not yet checked against
     /// the batch; that is [`super::contract`]'s job.
-    pub fn assess(&mut self, now_ms: u64, sessions: &[SessionFacts]) -> Result<Vec<Verdict>, CallFault> {
+    pub fn assess(
+        &mut self,
+        now_ms: u64,
+        sessions: &[SessionFacts],
+    ) -> Result<Vec<Verdict>, CallFault> {
         let facts = convert::facts_to_wit(sessions);
         let verdicts = self.call(|store, plugin| {
-            plugin.vigil_policy_policy().call_assess(store, now_ms, &facts)
+            plugin
+                .vigil_policy_policy()
+                .call_assess(store, now_ms, &facts)
         })?;
         Ok(convert::verdicts_from_wit(verdicts))
     }

@@ -222,7 +222,10 @@ pub enum CheckError {
 
 /// Runs the scenario table and a capacity-pressure call through `sandbox`,
 /// checking every answer against the contract.
-pub fn run_check(sandbox: &mut Sandbox, capacity_sessions: usize) -> Result<CheckReport, CheckError> {
+pub fn run_check(
+    sandbox: &mut Sandbox,
+    capacity_sessions: usize,
+) -> Result<CheckReport, CheckError> {
     let table = scenarios();
     let facts: Vec<SessionFacts> = table.iter().map(|s| s.facts.clone()).collect();
     let started = Instant::now();
@@ -287,7 +290,11 @@ fn action_cell(action: &Action) -> String {
 
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "policy {}: verdicts for the built-in scenarios", self.plugin)?;
+        writeln!(
+            f,
+            "policy {}: verdicts for the built-in scenarios",
+            self.plugin
+        )?;
         writeln!(f)?;
         writeln!(
             f,

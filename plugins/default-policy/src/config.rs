@@ -140,8 +140,8 @@ pub enum ConfigError {
     Parse {
         /// `""` for the top level, else the class name.
         scope: String,
-        /// What serde said.
-        source: serde_json::Error,
+        /// What serde said, with the path of the offending setting.
+        source: serde_path_to_error::Error<serde_json::Error>,
     },
     /// The config must be a JSON object.
     #[error("invalid default-policy config: expected a JSON object, got {0}")]
@@ -177,6 +177,11 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// Deserializes settings, keeping the path of a setting that fails.
+fn settings_from(value: Value) -> Result<Settings, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(value)
+}
+
 impl Config {
     /// Parses and validates a JSON config. An empty string means defaults.
     ///
@@ -191,7 +196,9 @@ impl Config {
             scope: scope.to_owned(),
             source,
         };
-        let value: Value = serde_json::from_str(json).map_err(|e| parse("", e))?;
+        let value: Value =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json))
+                .map_err(|e| parse("", e))?;
         let Value::Object(mut top) = value else {
             return Err(ConfigError::NotAnObject(json_type(&value)));
         };
@@ -202,12 +209,14 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     scope: String::new(),
                     setting: "classes".to_owned(),
-                    why: format!("must be an object of class names, got {}", json_type(&other)),
+                    why: format!(
+                        "must be an object of class names, got {}",
+                        json_type(&other)
+                    ),
                 })
             }
         };
-        let base: Settings =
-            serde_json::from_value(Value::Object(top.clone())).map_err(|e| parse("", e))?;
+        let base: Settings = settings_from(Value::Object(top.clone())).map_err(|e| parse("", e))?;
         base.validate("")?;
 
         let mut resolved = BTreeMap::new();
@@ -222,7 +231,7 @@ impl Config {
             let mut merged = top.clone();
             merged.extend(overrides);
             let settings: Settings =
-                serde_json::from_value(Value::Object(merged)).map_err(|e| parse(&class, e))?;
+                settings_from(Value::Object(merged)).map_err(|e| parse(&class, e))?;
             settings.validate(&class)?;
             resolved.insert(class, settings);
         }

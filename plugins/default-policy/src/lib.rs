@@ -24,9 +24,7 @@ mod scoring;
 pub use config::{ClassOverrides, Config, ConfigError};
 
 use history::History;
-use vigil_policy_sdk::{
-    Action, Event, Eviction, Policy, SessionFacts, SessionId, Tier, Verdict,
-};
+use vigil_policy_sdk::{Action, Event, Eviction, Policy, SessionFacts, SessionId, Tier, Verdict};
 
 /// Close codes the default policy uses, one per reason, so a client's logs
 /// say why it was dropped. All are in the private-use range 4000–4999.
@@ -98,8 +96,7 @@ fn decide_action(
     if facts.pong_overdue && facts.outstanding_pings >= settings.overdue_pings_to_evict {
         return evict("pong-timeout", close_codes::PONG_TIMEOUT);
     }
-    if settings.send_failures_to_evict > 0 && facts.send_errors >= settings.send_failures_to_evict
-    {
+    if settings.send_failures_to_evict > 0 && facts.send_errors >= settings.send_failures_to_evict {
         return evict("send-failures", close_codes::SEND_FAILURES);
     }
     if settings.dropped_frames_to_evict > 0
@@ -119,7 +116,8 @@ fn decide_action(
     // Probe rather than wait for the schedule when something looks wrong and
     // no probe is already in flight: a backed-up queue (is the reader alive?)
     // or a poor score.
-    if facts.outstanding_pings == 0 && (facts.backlog_ms > 0 || health < settings.probe_below_health)
+    if facts.outstanding_pings == 0
+        && (facts.backlog_ms > 0 || health < settings.probe_below_health)
     {
         return Action::Ping;
     }

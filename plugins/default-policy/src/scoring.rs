@@ -35,7 +35,11 @@ fn capped(per: u32, count: u32, max: u32) -> u32 {
 
 /// Composite health, 0–100, from transport state, application activity and
 /// error history.
-pub(crate) fn health(settings: &Settings, facts: &SessionFacts, rtt_baseline_ms: Option<u32>) -> u8 {
+pub(crate) fn health(
+    settings: &Settings,
+    facts: &SessionFacts,
+    rtt_baseline_ms: Option<u32>,
+) -> u8 {
     let mut lost = 0u32;
 
     // Heartbeat.
@@ -49,7 +53,11 @@ pub(crate) fn health(settings: &Settings, facts: &SessionFacts, rtt_baseline_ms:
     );
 
     // Error history.
-    lost += capped(penalty::PER_SEND_ERROR, facts.send_errors, penalty::SEND_ERRORS_MAX);
+    lost += capped(
+        penalty::PER_SEND_ERROR,
+        facts.send_errors,
+        penalty::SEND_ERRORS_MAX,
+    );
     lost += capped(
         penalty::PER_TRANSPORT_ERROR,
         facts.transport_errors,
@@ -62,7 +70,8 @@ pub(crate) fn health(settings: &Settings, facts: &SessionFacts, rtt_baseline_ms:
     );
     if facts.backlog_ms > 0 {
         // Grows with the backlog's duration, full at the eviction limit.
-        let share = facts.backlog_ms.min(settings.backlog_evict_ms) * u64::from(penalty::BACKLOG_MAX)
+        let share = facts.backlog_ms.min(settings.backlog_evict_ms)
+            * u64::from(penalty::BACKLOG_MAX)
             / settings.backlog_evict_ms;
         lost += (share as u32).max(1);
     }

@@ -43,8 +43,12 @@ pub trait Policy {
 
     /// At most `excess` ids from `sessions` to drop because the host is over
     /// its session limit.
-    fn select_evictions(&mut self, now_ms: u64, sessions: &[SessionFacts], excess: u32)
-        -> Vec<SessionId>;
+    fn select_evictions(
+        &mut self,
+        now_ms: u64,
+        sessions: &[SessionFacts],
+        excess: u32,
+    ) -> Vec<SessionId>;
 }
 
 /// Writes a line to the host's log, tagged with the plugin's name.

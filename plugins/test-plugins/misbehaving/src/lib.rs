@@ -5,14 +5,20 @@
 //! `missing-verdict`, `unknown-session`, `duplicate-verdict`, `bad-health`,
 //! `bad-close-code`, `too-many-evictions`, `reject-config`, and C the call it
 //! strikes in: `assess` (default), `select-evictions` or `configure`.
-//! Until it strikes it behaves like a policy that keeps everything.
+//! With `"trigger_class": "poison"` it strikes in `assess` and
+//! `select-evictions` only for batches holding a session of that client
+//! class, so a test can fault one batch and see the next, clean one answered
+//! by the fresh instance. Until it strikes it keeps everything.
 
-use vigil_policy_sdk::{Action, Eviction, LogLevel, Policy, SessionFacts, SessionId, Tier, Verdict};
+use vigil_policy_sdk::{
+    Action, Eviction, LogLevel, Policy, SessionFacts, SessionId, Tier, Verdict,
+};
 
 #[derive(Default)]
 struct Misbehaving {
     fault: String,
     strike_in: String,
+    trigger_class: Option<String>,
 }
 
 fn keep(facts: &SessionFacts) -> Verdict {
@@ -33,18 +39,23 @@ fn spin_forever() -> ! {
     }
 }
 
-/// Allocates and touches memory until the host's memory cap stops it.
+/// Allocates memory until the host's memory cap stops it. Large untouched
+/// allocations reach the cap at once, well inside any call deadline.
 fn eat_memory() -> ! {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
-        hoard.push(vec![0xA5; 1 << 20]);
+        hoard.push(Vec::with_capacity(8 << 20));
         std::hint::black_box(&hoard);
     }
 }
 
 impl Misbehaving {
-    fn strikes_in(&self, call: &str) -> bool {
+    fn strikes_in(&self, call: &str, sessions: &[SessionFacts]) -> bool {
         self.strike_in == call
+            && match &self.trigger_class {
+                None => true,
+                Some(class) => sessions.iter().any(|facts| &facts.client_class == class),
+            }
     }
 
     /// The faults that do not depend on the call's return type.
@@ -64,11 +75,15 @@ impl Policy for Misbehaving {
             serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
         self.fault = value["fault"].as_str().unwrap_or("none").to_owned();
         self.strike_in = value["in"].as_str().unwrap_or("assess").to_owned();
+        self.trigger_class = value["trigger_class"].as_str().map(str::to_owned);
         vigil_policy_sdk::log(
             LogLevel::Info,
-            &format!("misbehaving policy armed: {} in {}", self.fault, self.strike_in),
+            &format!(
+                "misbehaving policy armed: {} in {}",
+                self.fault, self.strike_in
+            ),
         );
-        if self.strikes_in("configure") {
+        if self.strikes_in("configure", &[]) {
             self.strike_generic();
             if self.fault == "reject-config" {
                 return Err("misbehaving policy refuses every config".to_owned());
@@ -79,7 +94,7 @@ impl Policy for Misbehaving {
 
     fn assess(&mut self, _now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict> {
         let mut verdicts: Vec<Verdict> = sessions.iter().map(keep).collect();
-        if !self.strikes_in("assess") {
+        if !self.strikes_in("assess", sessions) {
             return verdicts;
         }
         self.strike_generic();
@@ -116,8 +131,13 @@ impl Policy for Misbehaving {
         verdicts
     }
 
-    fn select_evictions(&mut self, _now_ms: u64, sessions: &[SessionFacts], excess: u32) -> Vec<SessionId> {
-        if self.strikes_in("select-evictions") {
+    fn select_evictions(
+        &mut self,
+        _now_ms: u64,
+        sessions: &[SessionFacts],
+        excess: u32,
+    ) -> Vec<SessionId> {
+        if self.strikes_in("select-evictions", sessions) {
             self.strike_generic();
             match self.fault.as_str() {
                 "unknown-session" => return vec![u64::MAX],
@@ -125,7 +145,11 @@ impl Policy for Misbehaving {
                 _ => {}
             }
         }
-        sessions.iter().take(excess as usize).map(|f| f.id).collect()
+        sessions
+            .iter()
+            .take(excess as usize)
+            .map(|f| f.id)
+            .collect()
     }
 }
 

@@ -26,7 +26,12 @@ impl Policy for Noop {
             .collect()
     }
 
-    fn select_evictions(&mut self, _now_ms: u64, _sessions: &[SessionFacts], _excess: u32) -> Vec<SessionId> {
+    fn select_evictions(
+        &mut self,
+        _now_ms: u64,
+        _sessions: &[SessionFacts],
+        _excess: u32,
+    ) -> Vec<SessionId> {
         Vec::new()
     }
 }
