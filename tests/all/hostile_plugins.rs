@@ -19,7 +19,7 @@ fn misbehaving(fault: &str) -> Supervisor {
 
 fn poisoned_batch() -> Vec<SessionFacts> {
     let mut batch = generated_facts(50, 7);
-    batch[10].client_class = "poison".to_owned();
+    batch[10].client_class = "poison".into();
     batch
 }
 

@@ -17,7 +17,7 @@ async fn a_panicking_plugin_called_from_async_code_falls_back_without_harm() {
         Err(error) => panic!("cannot start the policy thread: {error}"),
     };
     let mut poisoned = generated_facts(20, 1);
-    poisoned[0].client_class = "poison".to_owned();
+    poisoned[0].client_class = "poison".into();
     let outcome = match policy.assess(1_000, poisoned).await {
         Ok(outcome) => outcome,
         Err(error) => panic!("{error}"),

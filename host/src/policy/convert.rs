@@ -3,7 +3,7 @@
 //! lent, not copied: the class strings are borrowed for the call.
 
 use vigil_policy_sdk::{
-    Action, Event, EventKind, Eviction, FrameKind, SessionFacts, Tier, Verdict,
+    Action, Event, EventKind, Eviction, FrameKind, SessionFacts, TcpFacts, Tier, Verdict,
 };
 
 use super::sandbox::wit_types as wit;
@@ -34,36 +34,119 @@ fn frame_kind_to_wit(kind: FrameKind) -> wit::FrameKind {
     }
 }
 
-pub(crate) fn facts_to_wit(sessions: &[SessionFacts]) -> Vec<wit::SessionFacts<'_>> {
-    sessions
+/// The batch as the WIT carries it: each class once, then one column per
+/// fact (see `session-batch` in the WIT for why columns).
+pub(crate) struct WitBatch<'a> {
+    classes: Vec<&'a str>,
+    id: Vec<u64>,
+    class_index: Vec<u32>,
+    age_ms: Vec<u64>,
+    idle_ms: Vec<u64>,
+    app_idle_ms: Vec<u64>,
+    since_pong_ms: Vec<u64>,
+    outstanding_pings: Vec<u32>,
+    oldest_ping_ms: Vec<u64>,
+    pong_overdue: Vec<bool>,
+    last_rtt_ms: Vec<u32>,
+    send_errors: Vec<u32>,
+    transport_errors: Vec<u32>,
+    queued_bytes: Vec<u64>,
+    queued_frames: Vec<u32>,
+    backlog_ms: Vec<u64>,
+    dropped_frames: Vec<u32>,
+    tier: Vec<wit::Tier>,
+    tcp_rtt_us: Vec<u32>,
+    tcp_rttvar_us: Vec<u32>,
+    tcp_total_retransmits: Vec<u32>,
+    tcp_unacked: Vec<u32>,
+    tcp_last_data_recv_ms: Vec<u32>,
+}
+
+impl WitBatch<'_> {
+    pub(crate) fn as_wit(&self) -> wit::SessionBatch<'_> {
+        wit::SessionBatch {
+            classes: &self.classes,
+            id: &self.id,
+            class_index: &self.class_index,
+            age_ms: &self.age_ms,
+            idle_ms: &self.idle_ms,
+            app_idle_ms: &self.app_idle_ms,
+            since_pong_ms: &self.since_pong_ms,
+            outstanding_pings: &self.outstanding_pings,
+            oldest_ping_ms: &self.oldest_ping_ms,
+            pong_overdue: &self.pong_overdue,
+            last_rtt_ms: &self.last_rtt_ms,
+            send_errors: &self.send_errors,
+            transport_errors: &self.transport_errors,
+            queued_bytes: &self.queued_bytes,
+            queued_frames: &self.queued_frames,
+            backlog_ms: &self.backlog_ms,
+            dropped_frames: &self.dropped_frames,
+            tier: &self.tier,
+            tcp_rtt_us: &self.tcp_rtt_us,
+            tcp_rttvar_us: &self.tcp_rttvar_us,
+            tcp_total_retransmits: &self.tcp_total_retransmits,
+            tcp_unacked: &self.tcp_unacked,
+            tcp_last_data_recv_ms: &self.tcp_last_data_recv_ms,
+        }
+    }
+}
+
+/// Index of `class` in `classes`, adding it if new. Batches hold a handful
+/// of classes, so a scan (pointer comparison first) beats hashing.
+fn class_index<'a>(classes: &mut Vec<&'a str>, class: &'a str) -> u32 {
+    let found = classes
         .iter()
-        .map(|f| wit::SessionFacts {
-            id: f.id,
-            client_class: &f.client_class,
-            age_ms: f.age_ms,
-            idle_ms: f.idle_ms,
-            app_idle_ms: f.app_idle_ms,
-            since_pong_ms: f.since_pong_ms,
-            outstanding_pings: f.outstanding_pings,
-            oldest_ping_ms: f.oldest_ping_ms,
-            pong_overdue: f.pong_overdue,
-            last_rtt_ms: f.last_rtt_ms,
-            send_errors: f.send_errors,
-            transport_errors: f.transport_errors,
-            queued_bytes: f.queued_bytes,
-            queued_frames: f.queued_frames,
-            backlog_ms: f.backlog_ms,
-            dropped_frames: f.dropped_frames,
-            tier: tier_to_wit(f.tier),
-            tcp: f.tcp.map(|t| wit::TcpFacts {
-                rtt_us: t.rtt_us,
-                rttvar_us: t.rttvar_us,
-                total_retransmits: t.total_retransmits,
-                unacked: t.unacked,
-                last_data_recv_ms: t.last_data_recv_ms,
-            }),
+        .position(|known| std::ptr::eq(*known, class) || *known == class);
+    let index = found.unwrap_or_else(|| {
+        classes.push(class);
+        classes.len() - 1
+    });
+    index as u32
+}
+
+pub(crate) fn facts_to_wit(sessions: &[SessionFacts]) -> WitBatch<'_> {
+    // One pass per column: each is an exact-size collect of one field, which
+    // the compiler turns into a tight loop (no per-push capacity checks).
+    fn column<T>(sessions: &[SessionFacts], field: impl Fn(&SessionFacts) -> T) -> Vec<T> {
+        sessions.iter().map(field).collect()
+    }
+    let mut classes = Vec::new();
+    let class_index = sessions
+        .iter()
+        .map(|f| class_index(&mut classes, &f.client_class))
+        .collect();
+    let tcp = |f: &SessionFacts| {
+        f.tcp.unwrap_or(TcpFacts {
+            rtt_us: u32::MAX,
+            ..TcpFacts::default()
         })
-        .collect()
+    };
+    WitBatch {
+        classes,
+        id: column(sessions, |f| f.id),
+        class_index,
+        age_ms: column(sessions, |f| f.age_ms),
+        idle_ms: column(sessions, |f| f.idle_ms),
+        app_idle_ms: column(sessions, |f| f.app_idle_ms),
+        since_pong_ms: column(sessions, |f| f.since_pong_ms.unwrap_or(u64::MAX)),
+        outstanding_pings: column(sessions, |f| f.outstanding_pings),
+        oldest_ping_ms: column(sessions, |f| f.oldest_ping_ms.unwrap_or(0)),
+        pong_overdue: column(sessions, |f| f.pong_overdue),
+        last_rtt_ms: column(sessions, |f| f.last_rtt_ms.unwrap_or(u32::MAX)),
+        send_errors: column(sessions, |f| f.send_errors),
+        transport_errors: column(sessions, |f| f.transport_errors),
+        queued_bytes: column(sessions, |f| f.queued_bytes),
+        queued_frames: column(sessions, |f| f.queued_frames),
+        backlog_ms: column(sessions, |f| f.backlog_ms),
+        dropped_frames: column(sessions, |f| f.dropped_frames),
+        tier: column(sessions, |f| tier_to_wit(f.tier)),
+        tcp_rtt_us: column(sessions, |f| tcp(f).rtt_us),
+        tcp_rttvar_us: column(sessions, |f| tcp(f).rttvar_us),
+        tcp_total_retransmits: column(sessions, |f| tcp(f).total_retransmits),
+        tcp_unacked: column(sessions, |f| tcp(f).unacked),
+        tcp_last_data_recv_ms: column(sessions, |f| tcp(f).last_data_recv_ms),
+    }
 }
 
 pub(crate) fn events_to_wit(events: &[Event]) -> Vec<wit::Event<'_>> {

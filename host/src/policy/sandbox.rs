@@ -557,7 +557,7 @@ impl Sandbox {
         let verdicts = self.call(|store, plugin| {
             plugin
                 .vigil_policy_policy()
-                .call_assess(store, now_ms, &facts)
+                .call_assess(store, now_ms, facts.as_wit())
         })?;
         Ok(convert::verdicts_from_wit(verdicts))
     }
@@ -577,9 +577,12 @@ impl Sandbox {
     ) -> Result<Vec<SessionId>, CallFault> {
         let facts = convert::facts_to_wit(sessions);
         self.call(|store, plugin| {
-            plugin
-                .vigil_policy_policy()
-                .call_select_evictions(store, now_ms, &facts, excess)
+            plugin.vigil_policy_policy().call_select_evictions(
+                store,
+                now_ms,
+                facts.as_wit(),
+                excess,
+            )
         })
     }
 

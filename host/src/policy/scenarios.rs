@@ -4,6 +4,7 @@
 //! does; the host runs them to refuse a plugin that cannot answer them.
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vigil_policy_sdk::{Action, SessionFacts, SessionId, TcpFacts, Tier, Verdict};
@@ -176,6 +177,105 @@ pub fn capacity_batch(sessions: usize) -> Vec<SessionFacts> {
                 facts.pong_overdue = true;
             }
             facts
+        })
+        .collect()
+}
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator; the seed must not be 0.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..bound` (bound > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound.max(1)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// `count` sessions whose facts cover every branch of a liveness policy:
+/// new and old, chatty and silent, overdue pongs, send and transport errors,
+/// backlogs, dropped frames, slow RTTs, with and without TCP facts, in three
+/// client classes.
+pub fn generated_facts(count: usize, seed: u64) -> Vec<SessionFacts> {
+    let classes: [Arc<str>; 3] = [Arc::from("default"), Arc::from("onebot"), Arc::from("bots")];
+    const TIERS: [Tier; 3] = [Tier::Fast, Tier::Regular, Tier::KeepAlive];
+    let mut rng = Rng::new(seed);
+    (0..count as u64)
+        .map(|i| {
+            let age_ms = rng.below(3_600_000);
+            let app_idle_ms = rng.below(age_ms + 1).max(rng.below(900_000).min(age_ms));
+            let idle_ms = rng.below(app_idle_ms + 1);
+            let outstanding_pings = if rng.chance(20) {
+                rng.below(3) as u32 + 1
+            } else {
+                0
+            };
+            let oldest_ping_ms = (outstanding_pings > 0).then(|| rng.below(70_000));
+            let pong_overdue = oldest_ping_ms.is_some_and(|age| age > 30_000);
+            let backlog_ms = if rng.chance(15) { rng.below(20_000) } else { 0 };
+            SessionFacts {
+                id: 1 + i * 7,
+                client_class: Arc::clone(&classes[rng.below(3) as usize]),
+                age_ms,
+                idle_ms,
+                app_idle_ms,
+                since_pong_ms: rng.chance(80).then(|| rng.below(90_000)),
+                outstanding_pings,
+                oldest_ping_ms,
+                pong_overdue,
+                last_rtt_ms: rng.chance(85).then(|| rng.below(2_500) as u32),
+                send_errors: if rng.chance(10) {
+                    rng.below(5) as u32
+                } else {
+                    0
+                },
+                transport_errors: if rng.chance(5) {
+                    rng.below(4) as u32
+                } else {
+                    0
+                },
+                queued_bytes: if backlog_ms > 0 {
+                    rng.below(1 << 20)
+                } else {
+                    rng.below(4_096)
+                },
+                queued_frames: rng.below(1_000) as u32,
+                backlog_ms,
+                dropped_frames: if rng.chance(5) {
+                    rng.below(3) as u32
+                } else {
+                    0
+                },
+                tier: TIERS[rng.below(3) as usize],
+                tcp: rng.chance(70).then(|| TcpFacts {
+                    rtt_us: rng.below(2_000_000) as u32,
+                    rttvar_us: rng.below(500_000) as u32,
+                    total_retransmits: if rng.chance(20) {
+                        rng.below(15) as u32
+                    } else {
+                        0
+                    },
+                    unacked: rng.below(120) as u32,
+                    last_data_recv_ms: rng.below(60_000) as u32,
+                }),
+            }
         })
         .collect()
 }

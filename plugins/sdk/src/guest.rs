@@ -2,6 +2,8 @@
 //! generated types and the plain ones in [`crate::types`]. Used through
 //! [`crate::export_policy!`]; nothing here is meant to be called directly.
 
+use std::sync::Arc;
+
 use crate::types::*;
 
 #[allow(missing_docs, unsafe_code)]
@@ -23,7 +25,7 @@ use bindings::vigil::policy::types as wit;
 
 pub use bindings::exports::vigil::policy::policy::Guest;
 pub use wit::Event as WitEvent;
-pub use wit::SessionFacts as WitSessionFacts;
+pub use wit::SessionBatch as WitSessionBatch;
 pub use wit::Verdict as WitVerdict;
 
 pub(crate) fn log(level: LogLevel, message: &str) {
@@ -63,34 +65,70 @@ fn frame_kind_from_wit(kind: wit::FrameKind) -> FrameKind {
     }
 }
 
+/// Turns the batch's columns back into one record per session.
 #[doc(hidden)]
-pub fn facts_from_wit(sessions: Vec<wit::SessionFacts>) -> Vec<SessionFacts> {
-    sessions
-        .into_iter()
-        .map(|f| SessionFacts {
-            id: f.id,
-            client_class: f.client_class,
-            age_ms: f.age_ms,
-            idle_ms: f.idle_ms,
-            app_idle_ms: f.app_idle_ms,
-            since_pong_ms: f.since_pong_ms,
-            outstanding_pings: f.outstanding_pings,
-            oldest_ping_ms: f.oldest_ping_ms,
-            pong_overdue: f.pong_overdue,
-            last_rtt_ms: f.last_rtt_ms,
-            send_errors: f.send_errors,
-            transport_errors: f.transport_errors,
-            queued_bytes: f.queued_bytes,
-            queued_frames: f.queued_frames,
-            backlog_ms: f.backlog_ms,
-            dropped_frames: f.dropped_frames,
-            tier: tier_from_wit(f.tier),
-            tcp: f.tcp.map(|t| TcpFacts {
-                rtt_us: t.rtt_us,
-                rttvar_us: t.rttvar_us,
-                total_retransmits: t.total_retransmits,
-                unacked: t.unacked,
-                last_data_recv_ms: t.last_data_recv_ms,
+pub fn facts_from_wit(batch: wit::SessionBatch) -> Vec<SessionFacts> {
+    let classes: Vec<Arc<str>> = batch.classes.into_iter().map(Arc::from).collect();
+    let unknown_class: Arc<str> = Arc::from("");
+    let known_u64 = |value: u64| (value != u64::MAX).then_some(value);
+    let known_u32 = |value: u32| (value != u32::MAX).then_some(value);
+    // The host sends columns of equal length; should one be short, the
+    // batch is cut to the shortest rather than read out of bounds.
+    let len = [
+        batch.id.len(),
+        batch.class_index.len(),
+        batch.age_ms.len(),
+        batch.idle_ms.len(),
+        batch.app_idle_ms.len(),
+        batch.since_pong_ms.len(),
+        batch.outstanding_pings.len(),
+        batch.oldest_ping_ms.len(),
+        batch.pong_overdue.len(),
+        batch.last_rtt_ms.len(),
+        batch.send_errors.len(),
+        batch.transport_errors.len(),
+        batch.queued_bytes.len(),
+        batch.queued_frames.len(),
+        batch.backlog_ms.len(),
+        batch.dropped_frames.len(),
+        batch.tier.len(),
+        batch.tcp_rtt_us.len(),
+        batch.tcp_rttvar_us.len(),
+        batch.tcp_total_retransmits.len(),
+        batch.tcp_unacked.len(),
+        batch.tcp_last_data_recv_ms.len(),
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(0);
+    (0..len)
+        .map(|i| SessionFacts {
+            id: batch.id[i],
+            client_class: classes
+                .get(batch.class_index[i] as usize)
+                .unwrap_or(&unknown_class)
+                .clone(),
+            age_ms: batch.age_ms[i],
+            idle_ms: batch.idle_ms[i],
+            app_idle_ms: batch.app_idle_ms[i],
+            since_pong_ms: known_u64(batch.since_pong_ms[i]),
+            outstanding_pings: batch.outstanding_pings[i],
+            oldest_ping_ms: (batch.outstanding_pings[i] > 0).then_some(batch.oldest_ping_ms[i]),
+            pong_overdue: batch.pong_overdue[i],
+            last_rtt_ms: known_u32(batch.last_rtt_ms[i]),
+            send_errors: batch.send_errors[i],
+            transport_errors: batch.transport_errors[i],
+            queued_bytes: batch.queued_bytes[i],
+            queued_frames: batch.queued_frames[i],
+            backlog_ms: batch.backlog_ms[i],
+            dropped_frames: batch.dropped_frames[i],
+            tier: tier_from_wit(batch.tier[i]),
+            tcp: known_u32(batch.tcp_rtt_us[i]).map(|rtt_us| TcpFacts {
+                rtt_us,
+                rttvar_us: batch.tcp_rttvar_us[i],
+                total_retransmits: batch.tcp_total_retransmits[i],
+                unacked: batch.tcp_unacked[i],
+                last_data_recv_ms: batch.tcp_last_data_recv_ms[i],
             }),
         })
         .collect()

@@ -90,9 +90,9 @@ macro_rules! export_policy {
 
                 fn assess(
                     now_ms: u64,
-                    sessions: Vec<$crate::guest::WitSessionFacts>,
+                    batch: $crate::guest::WitSessionBatch,
                 ) -> Vec<$crate::guest::WitVerdict> {
-                    let sessions = $crate::guest::facts_from_wit(sessions);
+                    let sessions = $crate::guest::facts_from_wit(batch);
                     let verdicts =
                         POLICY.with_borrow_mut(|policy| $crate::Policy::assess(policy, now_ms, &sessions));
                     $crate::guest::verdicts_to_wit(verdicts)
@@ -100,10 +100,10 @@ macro_rules! export_policy {
 
                 fn select_evictions(
                     now_ms: u64,
-                    sessions: Vec<$crate::guest::WitSessionFacts>,
+                    batch: $crate::guest::WitSessionBatch,
                     excess: u32,
                 ) -> Vec<u64> {
-                    let sessions = $crate::guest::facts_from_wit(sessions);
+                    let sessions = $crate::guest::facts_from_wit(batch);
                     POLICY.with_borrow_mut(|policy| {
                         $crate::Policy::select_evictions(policy, now_ms, &sessions, excess)
                     })

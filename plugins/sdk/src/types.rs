@@ -5,6 +5,8 @@
 //! runs the default policy as its fallback without a second copy of the logic.
 //! Field meanings and units are documented once, in `wit/policy.wit`.
 
+use std::sync::Arc;
+
 /// Identifies a session for its whole life; never reused while the host runs.
 pub type SessionId = u64;
 
@@ -42,11 +44,15 @@ pub struct TcpFacts {
 }
 
 /// Everything the host knows about one session (`session-facts` in the WIT).
+///
+/// `client_class` is shared (`Arc<str>`): sessions of one class point at one
+/// string, on the host and in the plugin, so building a batch allocates
+/// nothing per session for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // documented field by field in the WIT
 pub struct SessionFacts {
     pub id: SessionId,
-    pub client_class: String,
+    pub client_class: Arc<str>,
     pub age_ms: u64,
     pub idle_ms: u64,
     pub app_idle_ms: u64,
@@ -68,7 +74,7 @@ pub struct SessionFacts {
 impl SessionFacts {
     /// A session that was just accepted and has done nothing yet; a starting
     /// point for tests and scenarios, which then set what they need.
-    pub fn new(id: SessionId, client_class: impl Into<String>) -> Self {
+    pub fn new(id: SessionId, client_class: impl Into<Arc<str>>) -> Self {
         SessionFacts {
             id,
             client_class: client_class.into(),

@@ -54,7 +54,7 @@ impl Misbehaving {
         self.strike_in == call
             && match &self.trigger_class {
                 None => true,
-                Some(class) => sessions.iter().any(|facts| &facts.client_class == class),
+                Some(class) => sessions.iter().any(|facts| *facts.client_class == **class),
             }
     }
 
