@@ -1,6 +1,7 @@
 //! Vigil's integration tests, one binary (links once, runs in parallel).
 
 mod cli;
+mod config;
 mod default_policy;
 mod hostile_plugins;
 mod loading;
