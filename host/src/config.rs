@@ -34,6 +34,14 @@ use crate::policy::{SandboxLimits, SupervisorConfig};
 pub struct VigilConfig {
     /// The HTTP/WebSocket listener.
     pub server: ServerConfig,
+    /// Session limits, queues, the shared tick, shutdown.
+    pub sessions: SessionsConfig,
+    /// Heartbeat timings of each tier.
+    pub tiers: TiersConfig,
+    /// Socket options of accepted connections.
+    pub tcp: TcpConfig,
+    /// The "sessions grow while activity does not" alarm.
+    pub monitor: MonitorConfig,
     /// Which policy plugin runs, with what configuration and limits.
     pub policy: PolicyConfig,
 }
@@ -44,12 +52,169 @@ pub struct VigilConfig {
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// When set, every route but `/healthz` requires it, as
+    /// `Authorization: Bearer <token>` or `?access_token=<token>`. Default none.
+    pub access_token: Option<String>,
+    /// Per-connection WebSocket read buffer, bytes. Default 4 096 (tungstenite's
+    /// 128 KiB default would cost 128 KiB per idle session).
+    pub read_buffer_bytes: usize,
+    /// Per-connection WebSocket write buffer target, bytes. Default 4 096.
+    pub write_buffer_bytes: usize,
+    /// Largest inbound message, bytes; larger ones close the session with
+    /// 1009. Default 1 MiB.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            access_token: None,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 4096,
+            max_message_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[sessions]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Most sessions at once; beyond it the policy chooses whom to drop, or
+    /// new connections get 503. Default unlimited.
+    pub max_sessions: Option<usize>,
+    /// Client class of sessions on `/ws`. Default `default`.
+    pub default_class: String,
+    /// Outbound queue hard limit per session, bytes: messages beyond it are
+    /// dropped and counted. Default 1 MiB.
+    pub queue_max_bytes: usize,
+    /// Outbound queue soft mark, bytes: above it the policy hears of
+    /// backpressure. Default 256 KiB.
+    pub queue_soft_bytes: usize,
+    /// The shared tick that drives pings, pong deadlines and re-assessment, ms.
+    /// Default 100.
+    pub tick_ms: u64,
+    /// How long an evicted session gets to take its close frame before the
+    /// connection is dropped, ms. Default 1 000.
+    pub close_grace_ms: u64,
+    /// How long shutdown waits for sessions to close, ms. Default 5 000.
+    pub drain_timeout_ms: u64,
+    /// Inbound frames per second a session may send (pings included) before
+    /// it is closed with 1008. Default 200.
+    pub max_inbound_frames_per_sec: u32,
+    /// Report frame-received / frame-sent events to the policy (one event per
+    /// frame: costly at high message rates). Default false.
+    pub frame_events: bool,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            max_sessions: None,
+            default_class: "default".to_owned(),
+            queue_max_bytes: 1 << 20,
+            queue_soft_bytes: 256 << 10,
+            tick_ms: 100,
+            close_grace_ms: 1_000,
+            drain_timeout_ms: 5_000,
+            max_inbound_frames_per_sec: 200,
+            frame_events: false,
+        }
+    }
+}
+
+/// When a tier pings and how long it waits for the pong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierTiming {
+    /// Time between pings, ms.
+    pub ping_interval_ms: u64,
+    /// How long a ping may go unanswered before the pong is overdue, ms.
+    pub pong_timeout_ms: u64,
+}
+
+/// `[tiers]`: the host executes the tiers the policy chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TiersConfig {
+    /// Default: ping every 5 s, pong timeout 5 s.
+    pub fast: TierTiming,
+    /// Default: ping every 30 s, pong timeout 30 s.
+    pub regular: TierTiming,
+    /// Default: probe every 60 s, pong timeout 30 s.
+    pub keep_alive: TierTiming,
+}
+
+impl Default for TiersConfig {
+    fn default() -> Self {
+        TiersConfig {
+            fast: TierTiming {
+                ping_interval_ms: 5_000,
+                pong_timeout_ms: 5_000,
+            },
+            regular: TierTiming {
+                ping_interval_ms: 30_000,
+                pong_timeout_ms: 30_000,
+            },
+            keep_alive: TierTiming {
+                ping_interval_ms: 60_000,
+                pong_timeout_ms: 30_000,
+            },
+        }
+    }
+}
+
+impl TiersConfig {
+    /// The timing of `tier`.
+    pub fn timing(&self, tier: crate::policy::Tier) -> TierTiming {
+        match tier {
+            crate::policy::Tier::Fast => self.fast,
+            crate::policy::Tier::Regular => self.regular,
+            crate::policy::Tier::KeepAlive => self.keep_alive,
+        }
+    }
+}
+
+/// `[tcp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpConfig {
+    /// TCP keepalive idle time, seconds; 0 disables. Default 30.
+    pub keepalive_secs: u64,
+    /// `TCP_USER_TIMEOUT` (Linux): unacknowledged data older than this kills
+    /// the connection, ms; 0 leaves the kernel default. Default 30 000.
+    pub user_timeout_ms: u64,
+    /// Disable Nagle's algorithm. Default true.
+    pub nodelay: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            keepalive_secs: 30,
+            user_timeout_ms: 30_000,
+            nodelay: true,
+        }
+    }
+}
+
+/// `[monitor]`: the seed problem's symptom, as an alarm.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Window the growth is measured over, ms. Default 60 000.
+    pub window_ms: u64,
+    /// Net new sessions within a window, with no inbound application
+    /// traffic in it, that raise the alarm. Default 100.
+    pub growth_threshold: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            window_ms: 60_000,
+            growth_threshold: 100,
         }
     }
 }
@@ -107,6 +272,28 @@ impl VigilConfig {
         }
         if self.policy.faults.max_faults == 0 {
             bail!("[policy.faults] max_faults must be at least 1");
+        }
+        let sessions = &self.sessions;
+        if sessions.tick_ms == 0 {
+            bail!("[sessions] tick_ms must be above 0");
+        }
+        if sessions.queue_soft_bytes > sessions.queue_max_bytes {
+            bail!("[sessions] queue_soft_bytes must not exceed queue_max_bytes");
+        }
+        if sessions.max_sessions == Some(0) {
+            bail!("[sessions] max_sessions must be at least 1 (leave it out for no limit)");
+        }
+        for (name, timing) in [
+            ("fast", self.tiers.fast),
+            ("regular", self.tiers.regular),
+            ("keep_alive", self.tiers.keep_alive),
+        ] {
+            if timing.ping_interval_ms == 0 || timing.pong_timeout_ms == 0 {
+                bail!("[tiers.{name}] ping_interval_ms and pong_timeout_ms must be above 0");
+            }
+        }
+        if self.server.read_buffer_bytes < 256 || self.server.write_buffer_bytes == 0 {
+            bail!("[server] read_buffer_bytes must be at least 256 and write_buffer_bytes above 0");
         }
         Ok(())
     }

@@ -9,10 +9,24 @@
 pub mod cli;
 /// `vigil.toml` and its defaults; what an operator can set.
 pub mod config;
+/// The shared tick: pings, pong deadlines, batched policy assessment.
+pub mod heartbeat;
+/// Shared state of the running host and the operations spanning sessions.
+pub mod hub;
+/// Prometheus metrics.
+pub mod metrics;
+/// The "sessions grow while nothing comes in" alarm.
+pub mod monitor;
 /// The policy runtime: loading plugins into the wasmtime sandbox, calling them
 /// under limits, and falling back to the native default policy on faults.
 pub mod policy;
-/// The HTTP server.
+/// Live sessions by id and by client identity.
+pub mod registry;
+/// The HTTP server: WebSocket upgrade, JSON API, metrics, shutdown.
 pub mod server;
+/// One session: its state, bounded queue, and the task owning its socket.
+pub mod session;
+/// Socket options on accept and `TCP_INFO`.
+pub mod tcp;
 
 pub use vigil_policy_sdk as sdk;

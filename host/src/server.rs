@@ -1,43 +1,349 @@
-//! The HTTP server. For now it serves the host's health and the policy's
-//! state; the WebSocket session host is built on it.
+//! The HTTP side: `GET /ws` upgrades to a session; a JSON API publishes,
+//! lists and removes sessions; `/metrics` and `/healthz` tell how it goes.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::VigilConfig;
+use crate::hub::{close_codes, Hub, Target};
 use crate::policy::{FaultKind, PolicyHandle};
+use crate::session::{self, Session};
+use crate::tcp::{ConnInfo, VigilListener};
 
-/// Shared by every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The policy thread.
-    pub policy: PolicyHandle,
+/// An API error: a status and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct AppError {
+    status: StatusCode,
+    message: String,
 }
 
-/// The routes.
-pub fn router(state: AppState) -> Router {
+impl AppError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        AppError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// The routes, over a running hub.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let protected = Router::new()
+        .route("/ws", get(upgrade))
+        .route("/publish", post(publish))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}", get(get_session).delete(delete_session))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&hub),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
-        .with_state(state)
+        .merge(protected)
+        .with_state(hub)
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    let stats = state.policy.stats();
+/// The token from `Authorization: Bearer` or `?access_token=`.
+fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return Some(token.trim().to_owned());
+        }
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(key, _)| key == "access_token")
+        .map(|(_, value)| value)
+}
+
+/// 401 without a token, 403 with a wrong one; compared in constant time.
+async fn require_token(
+    State(hub): State<Arc<Hub>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    if let Some(expected) = &hub.config.server.access_token {
+        match presented_token(request.headers(), request.uri().query()) {
+            None => {
+                return Err(AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing access token",
+                ))
+            }
+            Some(token) => {
+                if !bool::from(token.as_bytes().ct_eq(expected.as_bytes())) {
+                    return Err(AppError::new(StatusCode::FORBIDDEN, "wrong access token"));
+                }
+            }
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    if hub.is_shutting_down() {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        ));
+    }
+    make_room(&hub).await?;
+    let identity = query
+        .get("client_id")
+        .cloned()
+        .or_else(|| {
+            headers
+                .get("x-client-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|identity| !identity.is_empty());
+    let class: Arc<str> = Arc::from(hub.config.sessions.default_class.as_str());
+    let server = &hub.config.server;
+    let upgrade = upgrade
+        .read_buffer_size(server.read_buffer_bytes)
+        .write_buffer_size(server.write_buffer_bytes)
+        .max_message_size(server.max_message_bytes)
+        .max_frame_size(server.max_message_bytes);
+    let first_ping = Duration::from_millis(hub.config.tiers.fast.ping_interval_ms);
+    let hub_for_session = Arc::clone(&hub);
+    Ok(upgrade
+        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            let hub = hub_for_session;
+            let session = Arc::new(Session::new(
+                hub.registry.next_id(),
+                conn.peer,
+                identity,
+                class,
+                first_ping,
+            ));
+            hub.admit(Arc::clone(&session));
+            session::run(hub, session, socket, conn.fd).await;
+        }))
+}
+
+/// At the session limit, asks the policy whom to drop; 503 if it cannot say.
+async fn make_room(hub: &Arc<Hub>) -> Result<(), AppError> {
+    let Some(max) = hub.config.sessions.max_sessions else {
+        return Ok(());
+    };
+    let active = hub.registry.len();
+    if active < max {
+        return Ok(());
+    }
+    let excess = (active + 1 - max) as u32;
+    let now = Instant::now();
+    let sessions = hub.registry.snapshot();
+    let facts = sessions.iter().map(|s| hub.facts(s, now)).collect();
+    let chosen = hub
+        .policy
+        .select_evictions(hub.now_ms(now), facts, excess)
+        .await
+        .ok()
+        .flatten()
+        .filter(|chosen| chosen.len() >= excess as usize);
+    match chosen {
+        Some(chosen) => {
+            for id in chosen {
+                hub.evict(id, "capacity", close_codes::CAPACITY);
+            }
+            Ok(())
+        }
+        None => {
+            hub.metrics.capacity_refusals.inc();
+            Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("session limit of {max} reached and the policy chose no session to drop"),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PublishRequest {
+    to: Value,
+    data: Value,
+}
+
+fn parse_target(to: Value) -> Result<Target, AppError> {
+    let bad = || {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            r#"`to` must be "all", a list of session ids, {"identity": "..."} or {"class": "..."}"#,
+        )
+    };
+    match to {
+        Value::String(all) if all == "all" => Ok(Target::All),
+        Value::Array(ids) => ids
+            .into_iter()
+            .map(|id| id.as_u64().ok_or_else(bad))
+            .collect::<Result<_, _>>()
+            .map(Target::Ids),
+        Value::Object(object) => match (object.get("identity"), object.get("class")) {
+            (Some(Value::String(identity)), None) => Ok(Target::Identity(identity.clone())),
+            (None, Some(Value::String(class))) => Ok(Target::Class(class.clone())),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+async fn publish(
+    State(hub): State<Arc<Hub>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    let request: PublishRequest = serde_json::from_slice(&body).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid publish request: {e}"),
+        )
+    })?;
+    let target = parse_target(request.to)?;
+    // Strings go out as they are; anything else as its JSON text.
+    let text = match request.data {
+        Value::String(text) => text,
+        other => other.to_string(),
+    };
+    let report = hub.publish(&target, Message::Text(text.into()));
+    Ok(Json(json!(report)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    after: Option<u64>,
+    class: Option<String>,
+    tier: Option<String>,
+}
+
+fn session_json(session: &Session) -> Value {
+    let snapshot = session.snapshot();
+    json!({
+        "id": session.id,
+        "peer": session.peer.to_string(),
+        "identity": session.identity,
+        "class": &*session.class,
+        "connected_at": session.connected_unix_ms,
+        "tier": snapshot.tier.as_str(),
+        "health": snapshot.health,
+        "rtt_ms": snapshot.rtt_ms,
+        "queued_bytes": snapshot.queued_bytes,
+        "last_seen_ms": snapshot.last_seen_ms,
+    })
+}
+
+async fn list_sessions(State(hub): State<Arc<Hub>>, Query(query): Query<ListQuery>) -> Json<Value> {
+    let mut sessions: Vec<Arc<Session>> = hub
+        .registry
+        .snapshot()
+        .into_iter()
+        .filter(|s| {
+            query
+                .class
+                .as_deref()
+                .is_none_or(|class| &*s.class == class)
+        })
+        .filter(|s| {
+            query
+                .tier
+                .as_deref()
+                .is_none_or(|tier| s.snapshot().tier.as_str() == tier)
+        })
+        .collect();
+    let count = sessions.len();
+    sessions.sort_unstable_by_key(|s| s.id);
+    let after = query.after.unwrap_or(0);
+    let page: Vec<Value> = sessions
+        .iter()
+        .filter(|s| s.id > after)
+        .take(query.limit.unwrap_or(1_000))
+        .map(|s| session_json(s))
+        .collect();
+    Json(json!({ "count": count, "sessions": page }))
+}
+
+async fn get_session(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, AppError> {
+    let session = hub
+        .registry
+        .get(id)
+        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, format!("no session {id}")))?;
+    Ok(Json(session_json(&session)))
+}
+
+async fn delete_session(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, AppError> {
+    if hub.evict(id, "admin", close_codes::NORMAL) {
+        Ok(Json(json!({ "evicted": id })))
+    } else {
+        Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no session {id}"),
+        ))
+    }
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics.render(&hub.policy),
+    )
+}
+
+async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    let policy = &hub.policy;
+    let stats = policy.stats();
     let faults: serde_json::Map<String, Value> = FaultKind::ALL
         .iter()
         .map(|kind| (kind.as_str().to_owned(), json!(stats.faults(*kind))))
         .collect();
     Json(json!({
-        "status": "ok",
+        "status": if hub.is_shutting_down() { "shutting-down" } else { "ok" },
+        "sessions": hub.registry.len(),
         "policy": {
-            "name": &*state.policy.info().name,
-            "sha256": state.policy.info().sha256,
+            "name": &*policy.info().name,
+            "sha256": policy.info().sha256,
             "state": stats.state().as_str(),
             "calls": stats.calls(),
             "fallback_batches": stats.fallback_batches(),
@@ -46,16 +352,81 @@ async fn healthz(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// Serves on `listener` until `shutdown` completes.
+/// A running server: its address and how to stop it.
+pub struct RunningServer {
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    /// The hub, for tests and embedding.
+    pub hub: Arc<Hub>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<(u64, usize)>>,
+}
+
+impl RunningServer {
+    /// Shuts down gracefully (1001 to every session, drain) and returns
+    /// (clean closes, sessions at shutdown).
+    pub async fn shutdown(self) -> anyhow::Result<(u64, usize)> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task failed")?
+    }
+}
+
+/// Starts serving on `listener`: the HTTP server and the shared tick.
+pub fn start(
+    listener: TcpListener,
+    config: VigilConfig,
+    policy: PolicyHandle,
+) -> anyhow::Result<RunningServer> {
+    let address = listener.local_addr().context("reading the bound address")?;
+    let hub = Hub::new(config, policy);
+    let (stop, stopped) = watch::channel(false);
+    let tick = tokio::spawn(crate::heartbeat::run(Arc::clone(&hub), stopped.clone()));
+    let app = router(Arc::clone(&hub)).into_make_service_with_connect_info::<ConnInfo>();
+    let listener = VigilListener::new(listener, hub.config.tcp.clone());
+    let task_hub = Arc::clone(&hub);
+    let task = tokio::spawn(async move {
+        let mut http_stopped = stopped.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = http_stopped.wait_for(|stop| *stop).await;
+        });
+        let mut shutdown_requested = stopped;
+        let closing = async {
+            let _ = shutdown_requested.wait_for(|stop| *stop).await;
+            let (clean, total) = task_hub.shutdown().await;
+            tracing::info!(
+                closed_cleanly = clean,
+                sessions = total,
+                "sessions closed for shutdown"
+            );
+            (clean, total)
+        };
+        let (served, closed) = tokio::join!(server, closing);
+        served.context("serving HTTP")?;
+        let _ = tick.await;
+        Ok(closed)
+    });
+    Ok(RunningServer {
+        address,
+        hub,
+        stop,
+        task,
+    })
+}
+
+/// Serves until `signal` completes, then shuts down gracefully.
 pub async fn run(
     listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    config: VigilConfig,
+    policy: PolicyHandle,
+    signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")
+    let server = start(listener, config, policy)?;
+    tracing::info!(address = %server.address, "vigil listening");
+    signal.await;
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    tracing::info!("vigil stopped");
+    Ok(())
 }
 
 /// Binds the configured address and serves until SIGTERM or Ctrl-C.
@@ -63,11 +434,7 @@ pub async fn run_until_signal(config: VigilConfig, policy: PolicyHandle) -> anyh
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let address = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%address, "vigil listening");
-    run(listener, AppState { policy }, shutdown_signal()).await?;
-    tracing::info!("vigil stopped");
-    Ok(())
+    run(listener, config, policy, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -4,5 +4,7 @@ mod cli;
 mod config;
 mod default_policy;
 mod hostile_plugins;
+mod liveness;
 mod loading;
 mod policy_thread;
+mod support;

@@ -1,0 +1,290 @@
+//! The hub: what every part of the running host shares — configuration,
+//! registry, policy thread, metrics, the event buffer — and the operations
+//! that span sessions: admitting, evicting, publishing, shutting down.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Message;
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+use vigil_policy_sdk::{Event, EventKind, SessionFacts, SessionId};
+
+use crate::config::VigilConfig;
+use crate::metrics::Metrics;
+use crate::policy::PolicyHandle;
+use crate::registry::Registry;
+use crate::session::{message_len, CloseRequest, Enqueued, Session};
+
+/// Events buffered between ticks at most; beyond it events are dropped (and
+/// counted) rather than grow memory while the policy is slow.
+const EVENT_BUFFER: usize = 65_536;
+
+/// Close codes the host itself uses.
+pub mod close_codes {
+    /// Shutdown ("going away").
+    pub const SHUTDOWN: u16 = 1001;
+    /// A newer session of the same client took over; or an operator's removal.
+    pub const NORMAL: u16 = 1000;
+    /// Dropped to make room under the session limit ("try again later").
+    pub const CAPACITY: u16 = 1013;
+}
+
+/// Shared by every task of the running host.
+pub struct Hub {
+    /// The configuration in force.
+    pub config: VigilConfig,
+    /// Live sessions.
+    pub registry: Registry,
+    /// The policy thread.
+    pub policy: PolicyHandle,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    started: Instant,
+    events: mpsc::Sender<Event>,
+    event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
+    events_dropped: AtomicU64,
+    ping_sequence: AtomicU64,
+    app_frames: AtomicU64,
+    live_tasks: AtomicUsize,
+    tasks_done: Notify,
+    clean_closes: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// What `POST /publish` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PublishReport {
+    /// Sessions the message was accepted for.
+    pub delivered: u64,
+    /// Of those, how many had earlier messages still waiting (a backlog).
+    pub queued: u64,
+    /// Sessions whose queue was full: the message was dropped for them.
+    pub dropped: u64,
+    /// Sessions found closing or dead: not written to.
+    pub evicted: u64,
+}
+
+/// Whom to publish to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every session.
+    All,
+    /// These sessions.
+    Ids(Vec<SessionId>),
+    /// The session of a client identity.
+    Identity(String),
+    /// Every session of a client class.
+    Class(String),
+}
+
+impl Hub {
+    /// A hub around a running policy thread.
+    pub fn new(config: VigilConfig, policy: PolicyHandle) -> Arc<Self> {
+        let (events, inbox) = mpsc::channel(EVENT_BUFFER);
+        Arc::new(Hub {
+            config,
+            registry: Registry::default(),
+            policy,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            events,
+            event_inbox: Mutex::new(Some(inbox)),
+            events_dropped: AtomicU64::new(0),
+            ping_sequence: AtomicU64::new(0),
+            app_frames: AtomicU64::new(0),
+            live_tasks: AtomicUsize::new(0),
+            tasks_done: Notify::new(),
+            clean_closes: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// The host's monotonic clock for policies: ms since start.
+    pub fn now_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// Records an event for the policy; dropped if the buffer is full.
+    pub fn event(&self, kind: EventKind) {
+        let event = Event {
+            at_ms: self.now_ms(Instant::now()),
+            kind,
+        };
+        if self.events.try_send(event).is_err() {
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The receiving end of the event buffer, for the tick (taken once).
+    pub(crate) fn take_event_inbox(&self) -> Option<mpsc::Receiver<Event>> {
+        self.event_inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn next_ping_sequence(&self) -> u64 {
+        self.ping_sequence.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn count_app_frame(&self) {
+        self.app_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Inbound application frames since start.
+    pub fn app_frames(&self) -> u64 {
+        self.app_frames.load(Ordering::Relaxed)
+    }
+
+    /// Whether shutdown has begun (new sessions are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Registers a new session; evicts the twin it supersedes, if any.
+    pub(crate) fn admit(&self, session: Arc<Session>) {
+        self.live_tasks.fetch_add(1, Ordering::SeqCst);
+        let twin = self.registry.insert(Arc::clone(&session));
+        self.metrics.sessions_opened.inc();
+        self.metrics.sessions_active.set(self.registry.len() as i64);
+        self.event(EventKind::Connected {
+            session: session.id,
+            client_class: session.class.to_string(),
+        });
+        tracing::debug!(session_id = session.id, peer = %session.peer, identity = ?session.identity, "session opened");
+        if let Some(twin) = twin {
+            self.evict(twin.id, "superseded", close_codes::NORMAL);
+        }
+    }
+
+    /// Removes a session and asks its task to close it with `code`. Counted
+    /// by reason and tier and logged. False if it was already gone.
+    pub fn evict(&self, id: SessionId, reason: &str, code: u16) -> bool {
+        let Some(session) = self.registry.remove(id) else {
+            return false;
+        };
+        let tier = session.lock().tier;
+        self.metrics.sessions_active.set(self.registry.len() as i64);
+        self.metrics.evicted(reason, tier.as_str());
+        tracing::info!(session_id = id, peer = %session.peer, reason, tier = tier.as_str(), code, "session evicted");
+        session.request_close(CloseRequest {
+            code,
+            reason: reason.to_owned(),
+        });
+        self.event(EventKind::Removed {
+            session: id,
+            reason: reason.to_owned(),
+        });
+        true
+    }
+
+    /// Called by a session's task when the session ended by itself (client
+    /// close, transport failure): removes and counts it unless an eviction
+    /// already did.
+    pub(crate) fn remove_ended(&self, session: &Session, reason: &str, event: EventKind) {
+        self.event(event);
+        if self.registry.remove(session.id).is_none() {
+            return;
+        }
+        let tier = session.lock().tier;
+        self.metrics.sessions_active.set(self.registry.len() as i64);
+        self.metrics.evicted(reason, tier.as_str());
+        tracing::info!(session_id = session.id, peer = %session.peer, reason, tier = tier.as_str(), "session removed");
+        self.event(EventKind::Removed {
+            session: session.id,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Called when a session's task is done with its connection.
+    pub(crate) fn session_closed(&self, _session: &Session, clean: bool) {
+        if clean {
+            self.clean_closes.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.live_tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.tasks_done.notify_waiters();
+        }
+    }
+
+    /// Session tasks still running (sessions not yet fully closed).
+    pub fn live_tasks(&self) -> usize {
+        self.live_tasks.load(Ordering::SeqCst)
+    }
+
+    /// The facts of one session as of `now`.
+    pub fn facts(&self, session: &Session, now: Instant) -> SessionFacts {
+        let state = session.lock();
+        let timeout = Duration::from_millis(self.config.tiers.timing(state.tier).pong_timeout_ms);
+        session.facts(&state, now, timeout)
+    }
+
+    /// Offers `data` to the targeted sessions' queues.
+    pub fn publish(&self, target: &Target, data: Message) -> PublishReport {
+        let size = message_len(&data);
+        let soft = self.config.sessions.queue_soft_bytes;
+        let hard = self.config.sessions.queue_max_bytes;
+        let mut report = PublishReport::default();
+        let mut offer =
+            |session: &Arc<Session>| match session.enqueue(data.clone(), size, soft, hard) {
+                Enqueued::Immediate => report.delivered += 1,
+                Enqueued::Behind => {
+                    report.delivered += 1;
+                    report.queued += 1;
+                }
+                Enqueued::Dropped => {
+                    report.dropped += 1;
+                    self.metrics.messages_dropped.inc();
+                }
+                Enqueued::Closing => report.evicted += 1,
+            };
+        match target {
+            Target::All => self.registry.for_each(&mut offer),
+            Target::Ids(ids) => {
+                for id in ids {
+                    if let Some(session) = self.registry.get(*id) {
+                        offer(&session);
+                    }
+                }
+            }
+            Target::Identity(identity) => {
+                if let Some(session) = self.registry.by_identity(identity) {
+                    offer(&session);
+                }
+            }
+            Target::Class(class) => self.registry.for_each(|session| {
+                if &*session.class == class.as_str() {
+                    offer(session);
+                }
+            }),
+        }
+        self.metrics.messages_queued.inc_by(report.delivered);
+        report
+    }
+
+    /// Graceful shutdown: closes every session with 1001 and waits up to the
+    /// drain timeout for them to finish. Returns (clean closes, sessions).
+    pub async fn shutdown(&self) -> (u64, usize) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let clean_before = self.clean_closes.load(Ordering::Relaxed);
+        let sessions = self.registry.snapshot();
+        let total = sessions.len();
+        for session in &sessions {
+            self.evict(session.id, "shutdown", close_codes::SHUTDOWN);
+        }
+        let drain = Duration::from_millis(self.config.sessions.drain_timeout_ms);
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.live_tasks() > 0 {
+            let notified = self.tasks_done.notified();
+            if self.live_tasks() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let clean = self.clean_closes.load(Ordering::Relaxed) - clean_before;
+        (clean, total)
+    }
+}

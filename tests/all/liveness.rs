@@ -1,0 +1,167 @@
+//! Dead clients are found and removed on time, in every tier: real clients
+//! as child processes, killed with SIGKILL or frozen with SIGSTOP.
+
+use std::time::Duration;
+
+use crate::support::{fast_config, http, metric, session_count, start_host, wait_until, WsClient};
+use vigil_tests::{test_plugins, DEFAULT_POLICY};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_client_is_evicted_within_one_second() {
+    let server = start_host(fast_config(), DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let mut client = WsClient::connect(address, "", &[]);
+    let _bystander = WsClient::connect(address, "", &[]);
+    assert_eq!(session_count(address).await, 2);
+
+    client.kill9();
+    let gone = wait_until(Duration::from_secs(1), || async {
+        session_count(address).await == 1
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the killed client's session outlived one second"
+    );
+
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vigil_evictions_total{reason="transport",tier="fast"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "vigil_sessions_active"), 1.0);
+    let _ = server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_client_is_evicted_after_ping_and_pong_timeout_and_stays_gone() {
+    let config = fast_config();
+    // Ping interval + pong timeout + one tick, plus scheduling slack.
+    let limit = Duration::from_millis(
+        config.tiers.fast.ping_interval_ms
+            + config.tiers.fast.pong_timeout_ms
+            + config.sessions.tick_ms
+            + 400,
+    );
+    let server = start_host(config, DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let client = WsClient::connect(address, "", &[]);
+    assert_eq!(session_count(address).await, 1);
+
+    client.signal("STOP");
+    let evicted = wait_until(limit, || async { session_count(address).await == 0 }).await;
+    assert!(
+        evicted.is_some(),
+        "a frozen client was not evicted within {limit:?}"
+    );
+
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vigil_evictions_total{reason="pong-timeout",tier="fast"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+
+    // Thawed, it does not come back: its connection is gone.
+    client.signal("CONT");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(session_count(address).await, 0);
+    let _ = server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_client_answers_pings_and_stays() {
+    let server = start_host(fast_config(), DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let _client = WsClient::connect(address, "", &["--send-every-ms", "200"]);
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(session_count(address).await, 1, "a live client was evicted");
+    let sessions = http(address, "GET", "/sessions", None, None).await.json;
+    assert!(
+        sessions["sessions"][0]["rtt_ms"].is_u64(),
+        "pongs were timed: {sessions}"
+    );
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    assert!(
+        metric(&metrics, "vigil_pongs_received_total") >= 2.0,
+        "{metrics}"
+    );
+    let _ = server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_decides_a_plugin_that_never_evicts_keeps_a_frozen_client() {
+    // The no-op policy never evicts on heartbeat; transport failures are the
+    // host's own business and still remove a killed client.
+    let server = start_host(fast_config(), test_plugins::NOOP, "{}").await;
+    let address = server.address;
+    let frozen = WsClient::connect(address, "", &[]);
+    let mut killed = WsClient::connect(address, "", &[]);
+    frozen.signal("STOP");
+    killed.kill9();
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let sessions = http(address, "GET", "/sessions", None, None).await.json;
+    assert_eq!(sessions["count"], 1, "{sessions}");
+    let _ = server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_with_the_same_identity_supersedes_the_dead_session() {
+    let server = start_host(fast_config(), DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let old = WsClient::connect(address, "?client_id=bot-1", &[]);
+    old.signal("STOP"); // dead but still connected, as after a crash
+    let _new = WsClient::connect(address, "?client_id=bot-1", &[]);
+    let sessions = http(address, "GET", "/sessions", None, None).await.json;
+    assert_eq!(
+        sessions["count"], 1,
+        "the dead twin was left behind: {sessions}"
+    );
+    assert_eq!(sessions["sessions"][0]["identity"], "bot-1");
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vigil_evictions_total{reason="superseded",tier="fast"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let _ = server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_a_killed_client_removes_it_and_never_retries() {
+    let server = start_host(fast_config(), DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let mut client = WsClient::connect(address, "?client_id=doomed", &[]);
+    client.kill9();
+    let publish = r#"{"to": {"identity": "doomed"}, "data": "are you there?"}"#;
+    let _ = http(address, "POST", "/publish", Some(publish), None).await;
+    let gone = wait_until(Duration::from_secs(1), || async {
+        session_count(address).await == 0
+    })
+    .await;
+    assert!(gone.is_some(), "the killed client was kept");
+    let again = http(address, "POST", "/publish", Some(publish), None)
+        .await
+        .json;
+    assert_eq!(again["delivered"], 0, "{again}");
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    let removed = metric(
+        &metrics,
+        r#"vigil_evictions_total{reason="transport",tier="fast"}"#,
+    ) + metric(
+        &metrics,
+        r#"vigil_evictions_total{reason="send-failed",tier="fast"}"#,
+    );
+    assert_eq!(removed, 1.0, "{metrics}");
+    let _ = server.shutdown().await;
+}

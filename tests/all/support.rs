@@ -1,0 +1,237 @@
+//! Shared by the test modules. Running a real Vigil host inside a test, with real WebSocket clients as
+//! child processes, and a small HTTP client for its API.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use vigil::config::{TierTiming, VigilConfig};
+use vigil::policy::{PolicyHandle, Supervisor, SupervisorConfig};
+use vigil::server::RunningServer;
+
+use vigil_tests::load;
+
+/// Test timings: ping every second, pong timeout one second, 50 ms tick,
+/// short close grace and drain.
+pub fn fast_config() -> VigilConfig {
+    let mut config = VigilConfig::default();
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let timing = TierTiming {
+        ping_interval_ms: 1_000,
+        pong_timeout_ms: 1_000,
+    };
+    config.tiers.fast = timing;
+    config.tiers.regular = timing;
+    config.tiers.keep_alive = timing;
+    config.sessions.tick_ms = 50;
+    config.sessions.close_grace_ms = 300;
+    config.sessions.drain_timeout_ms = 2_000;
+    config
+}
+
+/// Starts a host on a free loopback port with the given policy plugin.
+pub async fn start_host(config: VigilConfig, plugin: &[u8], plugin_config: &str) -> RunningServer {
+    let sandbox = match load("plugin-under-test", plugin, plugin_config) {
+        Ok(sandbox) => sandbox,
+        Err(error) => panic!("plugin should load: {error}"),
+    };
+    let policy = match PolicyHandle::spawn(Supervisor::new(sandbox, SupervisorConfig::default())) {
+        Ok(policy) => policy,
+        Err(error) => panic!("cannot start the policy thread: {error}"),
+    };
+    let listener = match TcpListener::bind(config.server.listen).await {
+        Ok(listener) => listener,
+        Err(error) => panic!("cannot bind: {error}"),
+    };
+    match vigil::server::start(listener, config, policy) {
+        Ok(server) => server,
+        Err(error) => panic!("cannot start the host: {error:#}"),
+    }
+}
+
+/// An HTTP/1.1 response: status and JSON body (`Null` if not JSON).
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// The body, parsed.
+    pub json: Value,
+    /// The body as text.
+    pub text: String,
+}
+
+/// One request with `Connection: close`; `token` goes in a Bearer header.
+pub async fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> HttpResponse {
+    let mut stream = match TcpStream::connect(address).await {
+        Ok(stream) => stream,
+        Err(error) => panic!("cannot connect to {address}: {error}"),
+    };
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(error) = stream.write_all(request.as_bytes()).await {
+        panic!("cannot send request: {error}");
+    }
+    let mut raw = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => panic!("cannot read response: {error}"),
+        Err(_) => panic!("no response to {method} {path} within 10 s"),
+    }
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let text = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    HttpResponse { status, json, text }
+}
+
+/// Live sessions as `GET /sessions` counts them.
+pub async fn session_count(address: SocketAddr) -> u64 {
+    http(address, "GET", "/sessions?limit=0", None, None)
+        .await
+        .json["count"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes; returns
+/// how long it took, or `None`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if condition().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// A `ws-client` child process.
+pub struct WsClient {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl WsClient {
+    /// Starts a client and waits until it is connected.
+    pub fn connect(address: SocketAddr, query: &str, args: &[&str]) -> WsClient {
+        let url = format!("ws://{address}/ws{query}");
+        let mut child = match Command::new(env!("CARGO_BIN_EXE_ws-client"))
+            .arg(&url)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) => panic!("cannot start ws-client: {error}"),
+        };
+        let Some(stdout) = child.stdout.take() else {
+            panic!("no stdout pipe");
+        };
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut client = WsClient { child, lines };
+        if client
+            .wait_for_line("connected", Duration::from_secs(10))
+            .is_none()
+        {
+            panic!("ws-client did not connect to {url}");
+        }
+        client
+    }
+
+    /// The next line starting with `prefix`, within `limit`.
+    pub fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "kill -{name} failed"
+        );
+    }
+}
+
+impl Drop for WsClient {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one Prometheus sample line (`name{labels} value`), or 0.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
