@@ -76,17 +76,13 @@ impl Metrics {
             messages_queued: Counter::default(),
             policy_calls: Counter::default(),
             policy_faults: Counter::default(),
-            policy_call_seconds: Histogram::new(
-                [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1].into_iter(),
-            ),
-            policy_batch_sessions: Histogram::new(
-                [1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0].into_iter(),
-            ),
+            policy_call_seconds: Histogram::new([
+                1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1,
+            ]),
+            policy_batch_sessions: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]),
             pings_sent: Counter::default(),
             pongs_received: Counter::default(),
-            rtt_seconds: Histogram::new(
-                [1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0].into_iter(),
-            ),
+            rtt_seconds: Histogram::new([1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0]),
             suspect_session_growth: Gauge::default(),
             capacity_refusals: Counter::default(),
             registry: Registry::default(),

@@ -501,9 +501,8 @@ fn on_inbound(hub: &Hub, session: &Session, message: Message, now: Instant) -> O
                 return None; // an unsolicited pong: activity, nothing to match
             };
             let sequence = u64::from_be_bytes(bytes);
-            let Some(position) = state.pings.iter().position(|(seq, _)| *seq == sequence) else {
-                return None;
-            };
+            // A pong for a ping no longer tracked is activity, nothing more.
+            let position = state.pings.iter().position(|(seq, _)| *seq == sequence)?;
             let (_, sent) = state.pings[position];
             // A pong answers its ping and every earlier one.
             state.pings.drain(..=position);

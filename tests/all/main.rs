@@ -1,5 +1,6 @@
 //! Vigil's integration tests, one binary (links once, runs in parallel).
 
+mod api;
 mod cli;
 mod config;
 mod default_policy;
@@ -7,4 +8,5 @@ mod hostile_plugins;
 mod liveness;
 mod loading;
 mod policy_thread;
+mod robustness;
 mod support;
