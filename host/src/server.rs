@@ -263,6 +263,13 @@ fn session_json(session: &Session) -> Value {
         "rtt_ms": snapshot.rtt_ms,
         "queued_bytes": snapshot.queued_bytes,
         "last_seen_ms": snapshot.last_seen_ms,
+        "tcp": snapshot.tcp.map(|tcp| json!({
+            "rtt_us": tcp.rtt_us,
+            "rttvar_us": tcp.rttvar_us,
+            "total_retransmits": tcp.total_retransmits,
+            "unacked": tcp.unacked,
+            "last_data_recv_ms": tcp.last_data_recv_ms,
+        })),
     })
 }
 

@@ -249,6 +249,7 @@ impl Session {
             rtt_ms: state.last_rtt_ms,
             queued_bytes: state.queued_bytes,
             last_seen_ms: state.last_inbound.elapsed().as_millis() as u64,
+            tcp: state.tcp,
         }
     }
 }
@@ -266,6 +267,8 @@ pub struct SessionSnapshot {
     pub queued_bytes: usize,
     /// Time since the last inbound frame.
     pub last_seen_ms: u64,
+    /// Kernel TCP facts as of the last ping.
+    pub tcp: Option<TcpFacts>,
 }
 
 /// Why a session's task ended.

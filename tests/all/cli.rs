@@ -236,6 +236,15 @@ fn serve_runs_the_default_policy_and_reports_it_healthy() {
     );
     assert!(response.contains(r#""state":"active""#), "{response}");
 
+    // Two live sessions, closed with 1001 on SIGTERM.
+    let address: std::net::SocketAddr = match server.address.parse() {
+        Ok(address) => address,
+        Err(error) => panic!("bad address {}: {error}", server.address),
+    };
+    let mut clients: Vec<crate::support::WsClient> = (0..2)
+        .map(|_| crate::support::WsClient::connect(address, "", &[]))
+        .collect();
+
     // SIGTERM stops it cleanly.
     let pid = server.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status();
@@ -253,5 +262,13 @@ fn serve_runs_the_default_policy_and_reports_it_healthy() {
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             other => panic!("vigil did not exit after SIGTERM: {other:?}"),
         }
+    }
+    for client in &mut clients {
+        assert_eq!(
+            client
+                .wait_for_line("closed", Duration::from_secs(1))
+                .as_deref(),
+            Some("closed 1001 shutdown")
+        );
     }
 }

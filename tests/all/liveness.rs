@@ -165,3 +165,60 @@ async fn publishing_to_a_killed_client_removes_it_and_never_retries() {
     assert_eq!(removed, 1.0, "{metrics}");
     let _ = server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_pings_but_says_nothing_moves_to_keep_alive_and_is_evicted_as_idle() {
+    // Short limits so the keep-alive tier shows within seconds.
+    let policy = r#"{"new_session_ms": 0, "keep_alive_after_ms": 600, "idle_evict_ms": 1800,
+                     "reassess_fast_ms": 100, "reassess_regular_ms": 100, "reassess_keep_alive_ms": 100}"#;
+    let server = start_host(fast_config(), DEFAULT_POLICY, policy).await;
+    let address = server.address;
+    let mut silent = WsClient::connect(address, "?client_id=silent", &[]);
+    let _chatty = WsClient::connect(address, "?client_id=chatty", &["--send-every-ms", "100"]);
+
+    let in_keep_alive = wait_until(Duration::from_secs(2), || async {
+        http(address, "GET", "/sessions?tier=keep-alive", None, None)
+            .await
+            .json["count"]
+            == 1
+    })
+    .await;
+    assert!(
+        in_keep_alive.is_some(),
+        "the silent client never reached keep-alive"
+    );
+    assert_eq!(
+        silent
+            .wait_for_line("closed", Duration::from_secs(3))
+            .as_deref(),
+        Some("closed 4003 idle")
+    );
+    let sessions = http(address, "GET", "/sessions", None, None).await.json;
+    assert_eq!(sessions["count"], 1, "{sessions}");
+    assert_eq!(sessions["sessions"][0]["identity"], "chatty");
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vigil_evictions_total{reason="idle",tier="keep-alive"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let _ = server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_tcp_facts_are_read_for_each_session() {
+    let server = start_host(fast_config(), DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let _client = WsClient::connect(address, "", &[]);
+    // TCP_INFO is read when the first ping goes out (after one second).
+    let read = wait_until(Duration::from_secs(3), || async {
+        http(address, "GET", "/sessions", None, None).await.json["sessions"][0]["tcp"]["rtt_us"]
+            .is_u64()
+    })
+    .await;
+    assert!(read.is_some(), "no TCP facts for the session");
+    let _ = server.shutdown().await;
+}
