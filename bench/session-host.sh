@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# First session-host figures for BENCHMARKS.md: idle RSS per session and
+# SIGKILL detection latency. Loopback only; bounded in count and time.
+#
+#   bench/session-host.sh            # 10 000 idle sessions, 200 kills
+#   SESSIONS=2000 KILLS=50 bench/session-host.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SESSIONS=${SESSIONS:-10000}
+KILLS=${KILLS:-200}
+PORT=${PORT:-18080}
+HOST=127.0.0.1:$PORT
+
+cargo build --release -q -p vigil -p vigil-load
+# Each process may hold at most 20 000 files here; use them.
+ulimit -n "$(ulimit -Hn)"
+
+LOG=$(mktemp)
+target/release/vigil serve --listen "$HOST" 2>"$LOG" &
+VIGIL=$!
+trap 'kill "$VIGIL" 2>/dev/null || true; rm -f "$LOG"' EXIT
+
+count() { curl -s "http://$HOST/sessions?limit=0" | sed -E 's/.*"count":([0-9]+).*/\1/'; }
+rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$VIGIL/status"; }
+wait_for() { # wait_for N SECONDS
+    for _ in $(seq 1 $(( $2 * 10 ))); do
+        [ "$(count 2>/dev/null || echo -1)" = "$1" ] && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for $1 sessions (have $(count))" >&2
+    return 1
+}
+
+wait_for 0 60
+sleep 1
+BASE=$(rss_kib)
+target/release/vigil-load idle --host "$HOST" --sessions "$SESSIONS" --hold-secs 20 > /tmp/vigil-idle.json &
+LOAD=$!
+wait_for "$SESSIONS" 120
+sleep 5 # let the first assessment and ping round settle
+HELD=$(rss_kib)
+echo "idle: $(cat /tmp/vigil-idle.json)"
+echo "server RSS: baseline ${BASE} KiB, with ${SESSIONS} sessions ${HELD} KiB"
+awk -v b="$BASE" -v h="$HELD" -v n="$SESSIONS" 'BEGIN { printf "RSS per idle session: %.0f bytes\n", (h - b) * 1024 / n }'
+wait "$LOAD"
+wait_for 0 30
+echo "after release: $(rss_kib) KiB"
+
+target/release/vigil-load kill-latency --host "$HOST" --trials "$KILLS"
