@@ -17,7 +17,8 @@ cargo build --release -q -p vigil -p vigil-load
 ulimit -n "$(ulimit -Hn)"
 
 LOG=$(mktemp)
-target/release/vigil serve --listen "$HOST" 2>"$LOG" &
+# shellcheck disable=SC2086 # VIGIL_ARGS is a list of flags
+target/release/vigil serve --listen "$HOST" ${VIGIL_ARGS:-} 2>"$LOG" &
 VIGIL=$!
 trap 'kill "$VIGIL" 2>/dev/null || true; rm -f "$LOG"' EXIT
 
@@ -45,6 +46,15 @@ echo "server RSS: baseline ${BASE} KiB, with ${SESSIONS} sessions ${HELD} KiB"
 awk -v b="$BASE" -v h="$HELD" -v n="$SESSIONS" 'BEGIN { printf "RSS per idle session: %.0f bytes\n", (h - b) * 1024 / n }'
 wait "$LOAD"
 wait_for 0 30
-echo "after release: $(rss_kib) KiB"
+echo "after all closed: $(rss_kib) KiB"
+
+# A second round: freed memory should be reused, not added to.
+target/release/vigil-load idle --host "$HOST" --sessions "$SESSIONS" --hold-secs 10 > /dev/null &
+LOAD=$!
+wait_for "$SESSIONS" 120
+sleep 5
+echo "second round, ${SESSIONS} sessions again: $(rss_kib) KiB"
+wait "$LOAD"
+wait_for 0 30
 
 target/release/vigil-load kill-latency --host "$HOST" --trials "$KILLS"

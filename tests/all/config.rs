@@ -22,6 +22,17 @@ fn the_example_config_parses_to_the_documented_defaults() {
     assert_eq!(config.policy.limits, SandboxLimits::default());
     assert_eq!(config.policy.faults, SupervisorConfig::default());
     assert!(config.policy.path.is_none());
+    let defaults = VigilConfig::default();
+    assert_eq!(config.tiers, defaults.tiers);
+    assert_eq!(
+        config.sessions.queue_max_bytes,
+        defaults.sessions.queue_max_bytes
+    );
+    assert_eq!(config.sessions.tick_ms, defaults.sessions.tick_ms);
+    assert_eq!(
+        config.server.read_buffer_bytes,
+        defaults.server.read_buffer_bytes
+    );
 }
 
 fn parse(text: &str) -> anyhow::Result<VigilConfig> {
