@@ -41,6 +41,15 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Require this token on every route but /healthz (Bearer header or
+    /// `?access_token=`); also read from VIGIL_ACCESS_TOKEN.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "VIGIL_ACCESS_TOKEN",
+        hide_env_values = true
+    )]
+    pub access_token: Option<String>,
     /// Which plugin, configured how.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -164,6 +173,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let mut config = load_config(args.config.as_ref())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if let Some(token) = args.access_token {
+        config.server.access_token = Some(token);
     }
     apply_policy_args(&mut config, args.policy.policy, args.policy.policy_config);
     config.validate()?;

@@ -279,3 +279,62 @@ async fn growing_silent_sessions_raise_the_alarm() {
     );
     let _ = server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pings_are_answered_at_once_and_identity_can_come_in_a_header() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = start_host(fast_config(), DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let mut request = match format!("ws://{address}/ws").into_client_request() {
+        Ok(request) => request,
+        Err(error) => panic!("{error}"),
+    };
+    request
+        .headers_mut()
+        .insert("x-client-id", axum_header("header-bot"));
+    let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(connected) => connected,
+        Err(error) => panic!("cannot connect: {error}"),
+    };
+    let sessions = http(address, "GET", "/sessions", None, None).await.json;
+    assert_eq!(
+        sessions["sessions"][0]["identity"], "header-bot",
+        "{sessions}"
+    );
+
+    for round in 0..5u8 {
+        let sent = std::time::Instant::now();
+        if let Err(error) = socket.send(Message::Ping(vec![round].into())).await {
+            panic!("cannot ping: {error}");
+        }
+        let pong = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Pong(payload) = message {
+                    return Some(payload);
+                }
+            }
+            None
+        })
+        .await;
+        assert!(
+            matches!(pong, Ok(Some(ref p)) if p.as_ref() == [round]),
+            "no pong for ping {round}: {pong:?}"
+        );
+        assert!(
+            sent.elapsed() < Duration::from_millis(100),
+            "pong took {:?}",
+            sent.elapsed()
+        );
+    }
+    let _ = server.shutdown().await;
+}
+
+fn axum_header(value: &str) -> tokio_tungstenite::tungstenite::http::HeaderValue {
+    match tokio_tungstenite::tungstenite::http::HeaderValue::from_str(value) {
+        Ok(value) => value,
+        Err(error) => panic!("{error}"),
+    }
+}

@@ -164,9 +164,10 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> Server {
+fn start_server(extra_args: &[&str]) -> Server {
     let mut child = match vigil()
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra_args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -227,7 +228,7 @@ fn http_get(address: &str, path: &str) -> String {
 
 #[test]
 fn serve_runs_the_default_policy_and_reports_it_healthy() {
-    let mut server = start_server();
+    let mut server = start_server(&["--access-token", "t0k"]);
     let response = http_get(&server.address, "/healthz");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
@@ -235,6 +236,11 @@ fn serve_runs_the_default_policy_and_reports_it_healthy() {
         "{response}"
     );
     assert!(response.contains(r#""state":"active""#), "{response}");
+    let refused = http_get(&server.address, "/sessions");
+    assert!(
+        refused.starts_with("HTTP/1.1 401"),
+        "--access-token is not enforced: {refused}"
+    );
 
     // Two live sessions, closed with 1001 on SIGTERM.
     let address: std::net::SocketAddr = match server.address.parse() {
@@ -242,7 +248,7 @@ fn serve_runs_the_default_policy_and_reports_it_healthy() {
         Err(error) => panic!("bad address {}: {error}", server.address),
     };
     let mut clients: Vec<crate::support::WsClient> = (0..2)
-        .map(|_| crate::support::WsClient::connect(address, "", &[]))
+        .map(|_| crate::support::WsClient::connect(address, "?access_token=t0k", &[]))
         .collect();
 
     // SIGTERM stops it cleanly.
