@@ -233,6 +233,14 @@ impl Hub {
                     report.delivered += 1;
                     report.queued += 1;
                 }
+                Enqueued::CrossedSoftMark(queued_bytes) => {
+                    report.delivered += 1;
+                    report.queued += 1;
+                    self.event(EventKind::Backpressure {
+                        session: session.id,
+                        queued_bytes: queued_bytes as u64,
+                    });
+                }
                 Enqueued::Dropped => {
                     report.dropped += 1;
                     self.metrics.messages_dropped.inc();

@@ -88,6 +88,9 @@ pub enum Enqueued {
     Immediate,
     /// Queued behind earlier messages.
     Behind,
+    /// Queued, and this message took the queue above the soft mark: the
+    /// policy should hear of the backpressure (this many bytes queued).
+    CrossedSoftMark(usize),
     /// The queue is at its hard limit: dropped and counted.
     Dropped,
     /// The session is closing: not queued.
@@ -186,7 +189,7 @@ impl Session {
                 state.significant = true;
                 return Enqueued::Dropped;
             }
-            let outcome = if state.queue.is_empty() {
+            let mut outcome = if state.queue.is_empty() {
                 Enqueued::Immediate
             } else {
                 Enqueued::Behind
@@ -196,6 +199,7 @@ impl Session {
             if state.queued_bytes > soft && state.backlog_since.is_none() {
                 state.backlog_since = Some(Instant::now());
                 state.significant = true;
+                outcome = Enqueued::CrossedSoftMark(state.queued_bytes);
             }
             outcome
         };

@@ -264,6 +264,70 @@ async fn a_client_that_stops_reading_is_evicted_and_its_queue_stays_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_above_the_soft_mark_that_lasts_is_evicted_by_the_policy() {
+    let mut config = fast_config();
+    config.sessions.queue_soft_bytes = 64 << 10;
+    config.sessions.queue_max_bytes = 64 << 20; // never reached here
+    for timing in [
+        &mut config.tiers.fast,
+        &mut config.tiers.regular,
+        &mut config.tiers.keep_alive,
+    ] {
+        timing.pong_timeout_ms = 30_000;
+    }
+    let policy = r#"{"backlog_evict_ms": 800}"#;
+    let server = start_host(config, DEFAULT_POLICY, policy).await;
+    let address = server.address;
+    let _reader = WsClient::connect(address, "?client_id=lagging", &["--no-read"]);
+    let body = format!(
+        r#"{{"to": {{"identity": "lagging"}}, "data": "{}"}}"#,
+        "y".repeat(60_000)
+    );
+    let started = Instant::now();
+    // Fill the socket buffers, then the queue past its soft mark.
+    loop {
+        let report = http(address, "POST", "/publish", Some(&body), None)
+            .await
+            .json;
+        assert_eq!(
+            report["dropped"], 0,
+            "the hard limit is not part of this test"
+        );
+        let queued = http(address, "GET", "/sessions", None, None).await.json["sessions"][0]
+            ["queued_bytes"]
+            .as_u64()
+            .unwrap_or(0);
+        if queued > 64 << 10 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the queue never passed the soft mark"
+        );
+    }
+    let above_soft_mark = Instant::now();
+    let evicted = wait_until(Duration::from_secs(3), || async {
+        session_count(address).await == 0
+    })
+    .await;
+    assert!(evicted.is_some(), "a lasting backlog was kept");
+    assert!(
+        above_soft_mark.elapsed() >= Duration::from_millis(700),
+        "evicted before the backlog lasted"
+    );
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vigil_evictions_total{reason="backlog",tier="fast"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let _ = server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_of_clean_closes_kills_and_aborted_handshakes_leaves_nothing_behind() {
     let server = start_host(fast_config(), DEFAULT_POLICY, "{}").await;
     let address = server.address;
