@@ -1,10 +1,9 @@
 //! The `vigil` program as a user runs it: `policy check` and `serve`, with
 //! good and bad plugins and configs.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vigil_tests::test_plugins;
@@ -178,14 +177,7 @@ fn start_server(extra_args: &[&str]) -> Server {
     let Some(stderr) = child.stderr.take() else {
         panic!("no stderr pipe");
     };
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let received = crate::support::read_lines(stderr);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = String::new();
     while Instant::now() < deadline {
@@ -269,12 +261,5 @@ fn serve_runs_the_default_policy_and_reports_it_healthy() {
             other => panic!("vigil did not exit after SIGTERM: {other:?}"),
         }
     }
-    for client in &mut clients {
-        assert_eq!(
-            client
-                .wait_for_line("closed", Duration::from_secs(1))
-                .as_deref(),
-            Some("closed 1001 shutdown")
-        );
-    }
+    crate::support::assert_all_closed_with(&mut clients, "closed 1001 shutdown");
 }

@@ -134,6 +134,32 @@ where
     None
 }
 
+/// Reads `output` line by line on a thread of its own, so a child process
+/// never blocks on a full pipe and the test can wait with a timeout.
+pub fn read_lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Asserts that every client was closed with `expected` (`closed CODE REASON`).
+pub fn assert_all_closed_with(clients: &mut [WsClient], expected: &str) {
+    for client in clients {
+        assert_eq!(
+            client
+                .wait_for_line("closed", Duration::from_secs(1))
+                .as_deref(),
+            Some(expected)
+        );
+    }
+}
+
 /// A `ws-client` child process.
 pub struct WsClient {
     child: Child,
@@ -158,14 +184,7 @@ impl WsClient {
         let Some(stdout) = child.stdout.take() else {
             panic!("no stdout pipe");
         };
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(stdout);
         let mut client = WsClient { child, lines };
         if client
             .wait_for_line("connected", Duration::from_secs(10))

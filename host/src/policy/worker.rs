@@ -99,12 +99,12 @@ impl PolicyHandle {
         })
     }
 
-    /// Verdicts for a batch (the plugin's, or the fallback's on a fault).
-    pub async fn assess(
+    /// Queues an assessment; the answer comes on the returned receiver.
+    fn request_assess(
         &self,
         now_ms: u64,
         sessions: Vec<SessionFacts>,
-    ) -> Result<AssessOutcome, WorkerGone> {
+    ) -> Result<oneshot::Receiver<AssessOutcome>, WorkerGone> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Assess {
@@ -113,6 +113,16 @@ impl PolicyHandle {
                 reply,
             })
             .map_err(|_| WorkerGone)?;
+        Ok(answer)
+    }
+
+    /// Verdicts for a batch (the plugin's, or the fallback's on a fault).
+    pub async fn assess(
+        &self,
+        now_ms: u64,
+        sessions: Vec<SessionFacts>,
+    ) -> Result<AssessOutcome, WorkerGone> {
+        let answer = self.request_assess(now_ms, sessions)?;
         answer.await.map_err(|_| WorkerGone)
     }
 
@@ -122,14 +132,7 @@ impl PolicyHandle {
         now_ms: u64,
         sessions: Vec<SessionFacts>,
     ) -> Result<AssessOutcome, WorkerGone> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Assess {
-                now_ms,
-                sessions,
-                reply,
-            })
-            .map_err(|_| WorkerGone)?;
+        let answer = self.request_assess(now_ms, sessions)?;
         answer.blocking_recv().map_err(|_| WorkerGone)
     }
 
