@@ -50,6 +50,18 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub access_token: Option<String>,
+    /// Address of the admin API (policy swap, rollback, shadow) [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token for the admin API, which is only served when one is set;
+    /// also read from VIGIL_ADMIN_TOKEN.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "VIGIL_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
     /// Which plugin, configured how.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -177,6 +189,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(token) = args.access_token {
         config.server.access_token = Some(token);
     }
+    if let Some(listen) = args.admin_listen {
+        config.admin.listen = listen;
+    }
+    if let Some(token) = args.admin_token {
+        config.admin.token = Some(token);
+    }
     apply_policy_args(&mut config, args.policy.policy, args.policy.policy_config);
     config.validate()?;
 
@@ -197,5 +215,5 @@ fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(crate::server::run_until_signal(config, policy))
+    runtime.block_on(crate::server::run_until_signal(config, engine, policy))
 }

@@ -44,6 +44,31 @@ pub struct VigilConfig {
     pub monitor: MonitorConfig,
     /// Which policy plugin runs, with what configuration and limits.
     pub policy: PolicyConfig,
+    /// The admin API (policy swap, rollback, shadow).
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: served on its own listener, never on the public one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener. Default `127.0.0.1:8081`.
+    pub listen: SocketAddr,
+    /// Bearer token every admin request must carry. Without one the admin
+    /// API is not served at all. Default none.
+    pub token: Option<String>,
+    /// Health differences above this count as a shadow disagreement. Default 10.
+    pub shadow_health_threshold: u8,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: None,
+            shadow_health_threshold: 10,
+        }
+    }
 }
 
 /// `[server]`.

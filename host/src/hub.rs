@@ -13,7 +13,7 @@ use vigil_policy_sdk::{Event, EventKind, SessionFacts, SessionId};
 
 use crate::config::VigilConfig;
 use crate::metrics::Metrics;
-use crate::policy::PolicyHandle;
+use crate::policy::{PolicyEngine, PolicyHandle};
 use crate::registry::Registry;
 use crate::session::{message_len, CloseRequest, Enqueued, Session};
 
@@ -39,6 +39,8 @@ pub struct Hub {
     pub registry: Registry,
     /// The policy thread.
     pub policy: PolicyHandle,
+    /// The wasm engine candidates are compiled with.
+    pub engine: PolicyEngine,
     /// Prometheus metrics.
     pub metrics: Metrics,
     started: Instant,
@@ -81,12 +83,13 @@ pub enum Target {
 
 impl Hub {
     /// A hub around a running policy thread.
-    pub fn new(config: VigilConfig, policy: PolicyHandle) -> Arc<Self> {
+    pub fn new(config: VigilConfig, engine: PolicyEngine, policy: PolicyHandle) -> Arc<Self> {
         let (events, inbox) = mpsc::channel(EVENT_BUFFER);
         Arc::new(Hub {
             config,
             registry: Registry::default(),
             policy,
+            engine,
             metrics: Metrics::new(),
             started: Instant::now(),
             events,
@@ -218,6 +221,19 @@ impl Hub {
         let state = session.lock();
         let timeout = Duration::from_millis(self.config.tiers.timing(state.tier).pong_timeout_ms);
         session.facts(&state, now, timeout)
+    }
+
+    /// Every live session's facts as of now: the dry-run batch for a
+    /// candidate policy.
+    pub fn facts_snapshot(&self) -> (u64, Vec<SessionFacts>) {
+        let now = Instant::now();
+        let facts = self
+            .registry
+            .snapshot()
+            .iter()
+            .map(|s| self.facts(s, now))
+            .collect();
+        (self.now_ms(now), facts)
     }
 
     /// Offers `data` to the targeted sessions' queues.

@@ -5,6 +5,8 @@
 //! plugin owns the decisions, through the `vigil:policy` WIT contract in
 //! `wit/`. This file is the map of the crate.
 
+/// The admin API: policy swap, rollback and shadow, on its own listener.
+pub mod admin;
 /// Command line: `vigil serve`, `vigil policy check`.
 pub mod cli;
 /// `vigil.toml` and its defaults; what an operator can set.

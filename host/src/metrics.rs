@@ -22,6 +22,13 @@ pub struct EvictionLabels {
     pub tier: String,
 }
 
+/// Labels of `vigil_policy_swaps_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SwapLabels {
+    /// `ok` or `rejected`.
+    pub result: String,
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +62,10 @@ pub struct Metrics {
     pub suspect_session_growth: Gauge,
     /// Connections refused because the session limit was reached.
     pub capacity_refusals: Counter,
+    /// Policy swaps (admin API, file watch, rollback, promote), by result.
+    pub swaps: Family<SwapLabels, Counter>,
+    /// Time from a swap request to the new policy serving, seconds.
+    pub swap_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -85,6 +96,10 @@ impl Metrics {
             rtt_seconds: Histogram::new([1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0]),
             suspect_session_growth: Gauge::default(),
             capacity_refusals: Counter::default(),
+            swaps: Family::default(),
+            swap_seconds: Histogram::new([
+                1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5, 1.0, 5.0,
+            ]),
             registry: Registry::default(),
         };
         registry.register(
@@ -174,6 +189,16 @@ impl Metrics {
             .get_or_create(&EvictionLabels {
                 reason: reason.to_owned(),
                 tier: tier.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a swap attempt.
+    pub fn swap(&self, ok: bool) {
+        let result = if ok { "ok" } else { "rejected" };
+        self.swaps
+            .get_or_create(&SwapLabels {
+                result: result.to_owned(),
             })
             .inc();
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::VigilConfig;
 use crate::hub::{close_codes, Hub, Target};
-use crate::policy::{FaultKind, PolicyHandle};
+use crate::policy::{FaultKind, PolicyEngine, PolicyHandle};
 use crate::session::{self, Session};
 use crate::tcp::{ConnInfo, VigilListener};
 
@@ -34,7 +34,8 @@ pub struct AppError {
 }
 
 impl AppError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error answer with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         AppError {
             status,
             message: message.into(),
@@ -84,25 +85,28 @@ fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
 }
 
 /// 401 without a token, 403 with a wrong one; compared in constant time.
+pub fn check_token(
+    expected: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), AppError> {
+    match presented_token(headers, query) {
+        None => Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing access token",
+        )),
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
+        Some(_) => Err(AppError::new(StatusCode::FORBIDDEN, "wrong access token")),
+    }
+}
+
 async fn require_token(
     State(hub): State<Arc<Hub>>,
     request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
     if let Some(expected) = &hub.config.server.access_token {
-        match presented_token(request.headers(), request.uri().query()) {
-            None => {
-                return Err(AppError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing access token",
-                ))
-            }
-            Some(token) => {
-                if !bool::from(token.as_bytes().ct_eq(expected.as_bytes())) {
-                    return Err(AppError::new(StatusCode::FORBIDDEN, "wrong access token"));
-                }
-            }
-        }
+        check_token(expected, request.headers(), request.uri().query())?;
     }
     Ok(next.run(request).await)
 }
@@ -166,12 +170,10 @@ async fn make_room(hub: &Arc<Hub>) -> Result<(), AppError> {
         return Ok(());
     }
     let excess = (active + 1 - max) as u32;
-    let now = Instant::now();
-    let sessions = hub.registry.snapshot();
-    let facts = sessions.iter().map(|s| hub.facts(s, now)).collect();
+    let (now_ms, facts) = hub.facts_snapshot();
     let chosen = hub
         .policy
-        .select_evictions(hub.now_ms(now), facts, excess)
+        .select_evictions(now_ms, facts, excess)
         .await
         .ok()
         .flatten()
@@ -363,6 +365,8 @@ async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Value> {
 pub struct RunningServer {
     /// Where it listens.
     pub address: std::net::SocketAddr,
+    /// Where the admin API listens, when it is served.
+    pub admin_address: Option<std::net::SocketAddr>,
     /// The hub, for tests and embedding.
     pub hub: Arc<Hub>,
     stop: watch::Sender<bool>,
@@ -378,15 +382,49 @@ impl RunningServer {
     }
 }
 
-/// Starts serving on `listener`: the HTTP server and the shared tick.
-pub fn start(
+/// Starts serving on `listener`: the HTTP server, the shared tick, and the
+/// admin API on its own listener when an admin token is configured.
+pub async fn start(
     listener: TcpListener,
     config: VigilConfig,
+    engine: PolicyEngine,
     policy: PolicyHandle,
 ) -> anyhow::Result<RunningServer> {
     let address = listener.local_addr().context("reading the bound address")?;
-    let hub = Hub::new(config, policy);
+    let hub = Hub::new(config, engine, policy);
     let (stop, stopped) = watch::channel(false);
+    let admin_address = match &hub.config.admin.token {
+        Some(_) => {
+            let admin_listener = TcpListener::bind(hub.config.admin.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} for the admin API",
+                        hub.config.admin.listen
+                    )
+                })?;
+            let admin_address = admin_listener
+                .local_addr()
+                .context("reading the admin address")?;
+            let app = crate::admin::router(Arc::clone(&hub));
+            let mut admin_stopped = stopped.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(admin_listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = admin_stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "admin API stopped");
+                }
+            });
+            Some(admin_address)
+        }
+        None => {
+            tracing::info!("no admin token configured: the admin API is not served");
+            None
+        }
+    };
     let tick = tokio::spawn(crate::heartbeat::run(Arc::clone(&hub), stopped.clone()));
     let app = router(Arc::clone(&hub)).into_make_service_with_connect_info::<ConnInfo>();
     let listener = VigilListener::new(listener, hub.config.tcp.clone());
@@ -414,6 +452,7 @@ pub fn start(
     });
     Ok(RunningServer {
         address,
+        admin_address,
         hub,
         stop,
         task,
@@ -424,11 +463,15 @@ pub fn start(
 pub async fn run(
     listener: TcpListener,
     config: VigilConfig,
+    engine: PolicyEngine,
     policy: PolicyHandle,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let server = start(listener, config, policy)?;
+    let server = start(listener, config, engine, policy).await?;
     tracing::info!(address = %server.address, "vigil listening");
+    if let Some(admin) = server.admin_address {
+        tracing::info!(address = %admin, "admin API listening");
+    }
     signal.await;
     tracing::info!("shutting down");
     server.shutdown().await?;
@@ -437,11 +480,15 @@ pub async fn run(
 }
 
 /// Binds the configured address and serves until SIGTERM or Ctrl-C.
-pub async fn run_until_signal(config: VigilConfig, policy: PolicyHandle) -> anyhow::Result<()> {
+pub async fn run_until_signal(
+    config: VigilConfig,
+    engine: PolicyEngine,
+    policy: PolicyHandle,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    run(listener, config, policy, shutdown_signal()).await
+    run(listener, config, engine, policy, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -48,7 +48,7 @@ pub async fn start_host(config: VigilConfig, plugin: &[u8], plugin_config: &str)
         Ok(listener) => listener,
         Err(error) => panic!("cannot bind: {error}"),
     };
-    match vigil::server::start(listener, config, policy) {
+    match vigil::server::start(listener, config, vigil_tests::engine().clone(), policy).await {
         Ok(server) => server,
         Err(error) => panic!("cannot start the host: {error:#}"),
     }

@@ -7,7 +7,10 @@
 //! - [`output`]: where a plugin's log lines and stdout/stderr go.
 //! - [`contract`]: checks that a plugin's answers make sense for the batch.
 //! - [`supervisor`]: faults, fallback verdicts, re-instantiation, disabling.
-//! - [`worker`]: the thread that owns the plugin, and its async handle.
+//! - [`worker`]: the thread that owns the plugins, and its async handle;
+//!   swaps, rollback and shadow happen there, between batches.
+//! - [`swap`]: validating a candidate before it may replace the running one.
+//! - [`shadow`]: running a candidate beside the active policy and comparing.
 //! - [`scenarios`]: the built-in table behind `vigil policy check`.
 
 pub mod contract;
@@ -16,16 +19,20 @@ pub mod limits;
 pub mod output;
 pub mod sandbox;
 pub mod scenarios;
+pub mod shadow;
 pub mod supervisor;
+pub mod swap;
 pub mod worker;
 
 pub use contract::ContractViolation;
 pub use limits::SandboxLimits;
 pub use sandbox::{LoadError, PluginSource, PolicyEngine, Sandbox};
+pub use shadow::Shadow;
 pub use supervisor::{
     AssessOutcome, FaultKind, PolicyState, PolicyStats, Supervisor, SupervisorConfig, VerdictSource,
 };
+pub use swap::{validate_off_runtime, RejectedCandidate, Validated};
 pub use vigil_policy_sdk::{
     Action, Event, EventKind, Eviction, FrameKind, SessionFacts, SessionId, TcpFacts, Tier, Verdict,
 };
-pub use worker::PolicyHandle;
+pub use worker::{ChangeError, PluginReport, PolicyHandle, PolicyOverview};

@@ -327,6 +327,8 @@ pub struct Sandbox {
     engine: PolicyEngine,
     pre: PolicyPluginPre<StoreState>,
     name: Arc<str>,
+    origin: String,
+    loaded_at: std::time::SystemTime,
     sha256: String,
     config_json: String,
     limits: SandboxLimits,
@@ -399,6 +401,8 @@ impl Sandbox {
             engine: engine.clone(),
             pre,
             name: source.name.clone(),
+            origin: source.origin.clone(),
+            loaded_at: std::time::SystemTime::now(),
             sha256,
             config_json: config_json.to_owned(),
             limits,
@@ -424,6 +428,24 @@ impl Sandbox {
     /// Hex SHA-256 of the component.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// Where the plugin came from: a path, `embedded`, or `admin-api`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// When it was loaded, as Unix time in ms.
+    pub fn loaded_at_unix_ms(&self) -> u64 {
+        self.loaded_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default()
+    }
+
+    /// The limits it runs under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
     }
 
     /// The JSON configuration the plugin was given.

@@ -218,6 +218,7 @@ pub struct Supervisor {
     config: SupervisorConfig,
     recent_faults: VecDeque<Instant>,
     stats: Arc<PolicyStats>,
+    last_batch_fell_back: bool,
 }
 
 impl fmt::Debug for Supervisor {
@@ -249,6 +250,7 @@ impl Supervisor {
             config,
             recent_faults: VecDeque::new(),
             stats: Arc::new(PolicyStats::default()),
+            last_batch_fell_back: false,
         }
     }
 
@@ -267,6 +269,11 @@ impl Supervisor {
         self.stats.state()
     }
 
+    /// Whether the last `assess` batch got the fallback's verdicts.
+    pub fn last_batch_fell_back(&self) -> bool {
+        self.last_batch_fell_back
+    }
+
     /// Verdicts for a batch: the plugin's when it answers within its limits
     /// and the contract, the fallback's otherwise. Never fails.
     pub fn assess(&mut self, now_ms: u64, sessions: &[SessionFacts]) -> AssessOutcome {
@@ -281,6 +288,7 @@ impl Supervisor {
         self.stats
             .sessions_assessed
             .fetch_add(sessions.len() as u64, Ordering::Relaxed);
+        self.last_batch_fell_back = source != VerdictSource::Plugin;
         AssessOutcome {
             verdicts,
             source,

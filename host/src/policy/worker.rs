@@ -1,14 +1,23 @@
 //! The policy thread. Guest calls are synchronous CPU work, and the WASI
-//! bindings block on a runtime of their own, so the plugin lives on a plain
-//! thread that owns its [`Supervisor`] and is fed batches over a channel. The
-//! async host talks to it through a [`PolicyHandle`].
+//! bindings block on a runtime of their own, so the plugins live on a plain
+//! thread that owns them and is fed requests over a channel. The async host
+//! talks to it through a [`PolicyHandle`].
+//!
+//! Because one thread takes one request at a time, a swap is atomic by
+//! construction: every batch is assessed entirely by the policy that was
+//! active when the batch's turn came, and a swap waits for the batch in
+//! progress to finish on the old instance.
 
 use std::sync::{mpsc, Arc};
 use std::thread;
 
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::oneshot;
 use vigil_policy_sdk::{Event, SessionFacts, SessionId};
 
+use super::shadow::Shadow;
 use super::supervisor::{AssessOutcome, PolicyState, PolicyStats, Supervisor};
 
 /// The policy thread has stopped (it only does when every handle is gone, or
@@ -16,6 +25,81 @@ use super::supervisor::{AssessOutcome, PolicyState, PolicyStats, Supervisor};
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the policy thread has stopped")]
 pub struct WorkerGone;
+
+/// Why a change of policy was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChangeError {
+    /// Rollback with nothing to roll back to.
+    #[error("there is no previous policy to roll back to")]
+    NoPrevious,
+    /// Promote with no shadow.
+    #[error("there is no shadow policy to promote")]
+    NoShadow,
+    /// The thread is gone.
+    #[error(transparent)]
+    Gone(#[from] WorkerGone),
+}
+
+/// One plugin as reports show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginReport {
+    /// File name, `default-policy`, or the name given over the API.
+    pub name: String,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// A path, `embedded`, `admin-api`.
+    pub source: String,
+    /// Unix time in ms.
+    pub loaded_at: u64,
+    /// Guest calls made.
+    pub calls: u64,
+    /// Faults of every kind.
+    pub faults: u64,
+    /// `active` or `disabled`.
+    pub state: &'static str,
+    /// True when the built-in fallback decides instead (the plugin is
+    /// disabled, or its last batch faulted).
+    pub fallback_in_use: bool,
+}
+
+impl PluginReport {
+    fn of(supervisor: &Supervisor) -> Self {
+        let sandbox = supervisor.sandbox();
+        let stats = supervisor.stats();
+        PluginReport {
+            name: sandbox.name().to_string(),
+            sha256: sandbox.sha256().to_owned(),
+            source: sandbox.origin().to_owned(),
+            loaded_at: sandbox.loaded_at_unix_ms(),
+            calls: stats.calls(),
+            faults: stats.total_faults(),
+            state: stats.state().as_str(),
+            fallback_in_use: stats.state() == PolicyState::Disabled
+                || supervisor.last_batch_fell_back(),
+        }
+    }
+}
+
+/// Active, previous and shadow policies, as `GET /admin/policy` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyOverview {
+    /// The policy whose verdicts are carried out.
+    pub active: PluginReport,
+    /// What rollback would return to.
+    pub previous: Option<PluginReport>,
+    /// The candidate in shadow, with its disagreement count.
+    pub shadow: Option<ShadowSummary>,
+}
+
+/// A shadow candidate in the overview.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowSummary {
+    /// The candidate.
+    #[serde(flatten)]
+    pub plugin: PluginReport,
+    /// Sessions it judged differently from the active policy.
+    pub disagreements: u64,
+}
 
 enum Request {
     Assess {
@@ -30,9 +114,30 @@ enum Request {
         excess: u32,
         reply: oneshot::Sender<Option<Vec<SessionId>>>,
     },
+    Swap {
+        candidate: Box<Supervisor>,
+        reply: oneshot::Sender<PluginReport>,
+    },
+    Rollback {
+        reply: oneshot::Sender<Result<PluginReport, ChangeError>>,
+    },
+    SetShadow {
+        shadow: Option<Box<Shadow>>,
+        reply: oneshot::Sender<()>,
+    },
+    Promote {
+        reply: oneshot::Sender<Result<PluginReport, ChangeError>>,
+    },
+    Overview {
+        reply: oneshot::Sender<PolicyOverview>,
+    },
+    ShadowReport {
+        reply: oneshot::Sender<Option<Value>>,
+    },
 }
 
-/// What the host knows about the plugin without asking the policy thread.
+/// What the host knows about the active plugin without asking the policy
+/// thread; replaced on every swap.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
     /// File name or `default-policy`.
@@ -41,79 +146,164 @@ pub struct PluginInfo {
     pub sha256: String,
 }
 
+struct Active {
+    info: PluginInfo,
+    stats: Arc<PolicyStats>,
+}
+
+impl Active {
+    fn of(supervisor: &Supervisor) -> Self {
+        Active {
+            info: PluginInfo {
+                name: Arc::clone(supervisor.sandbox().name()),
+                sha256: supervisor.sandbox().sha256().to_owned(),
+            },
+            stats: supervisor.stats(),
+        }
+    }
+}
+
 /// A cheap, cloneable handle to the policy thread.
 #[derive(Clone)]
 pub struct PolicyHandle {
     requests: mpsc::Sender<Request>,
-    stats: Arc<PolicyStats>,
-    info: Arc<PluginInfo>,
+    active: Arc<ArcSwap<Active>>,
 }
 
 impl std::fmt::Debug for PolicyHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyHandle")
-            .field("info", &self.info)
+            .field("active", &self.info())
             .finish_non_exhaustive()
+    }
+}
+
+/// The policy thread's own state.
+struct PolicyThread {
+    active: Supervisor,
+    previous: Option<Supervisor>,
+    shadow: Option<Shadow>,
+    published: Arc<ArcSwap<Active>>,
+}
+
+impl PolicyThread {
+    fn serve(mut self, inbox: mpsc::Receiver<Request>) {
+        for request in inbox {
+            match request {
+                Request::Assess {
+                    now_ms,
+                    sessions,
+                    reply,
+                } => {
+                    let outcome = self.active.assess(now_ms, &sessions);
+                    // The caller gets its verdicts before the shadow runs, so
+                    // a candidate never slows the host down.
+                    let verdicts = self.shadow.is_some().then(|| outcome.verdicts.clone());
+                    let _ = reply.send(outcome);
+                    if let (Some(shadow), Some(verdicts)) = (self.shadow.as_mut(), verdicts) {
+                        shadow.observe(now_ms, &sessions, &verdicts);
+                    }
+                }
+                Request::Events(events) => {
+                    self.active.on_events(&events);
+                    if let Some(shadow) = self.shadow.as_mut() {
+                        shadow.on_events(&events);
+                    }
+                }
+                Request::SelectEvictions {
+                    now_ms,
+                    sessions,
+                    excess,
+                    reply,
+                } => {
+                    let _ = reply.send(self.active.select_evictions(now_ms, &sessions, excess));
+                }
+                Request::Swap { candidate, reply } => {
+                    let old = std::mem::replace(&mut self.active, *candidate);
+                    self.previous = Some(old);
+                    self.publish();
+                    let _ = reply.send(PluginReport::of(&self.active));
+                }
+                Request::Rollback { reply } => {
+                    let result = match self.previous.take() {
+                        Some(previous) => {
+                            let newer = std::mem::replace(&mut self.active, previous);
+                            self.previous = Some(newer);
+                            self.publish();
+                            Ok(PluginReport::of(&self.active))
+                        }
+                        None => Err(ChangeError::NoPrevious),
+                    };
+                    let _ = reply.send(result);
+                }
+                Request::SetShadow { shadow, reply } => {
+                    self.shadow = shadow.map(|shadow| *shadow);
+                    let _ = reply.send(());
+                }
+                Request::Promote { reply } => {
+                    let result = match self.shadow.take() {
+                        Some(shadow) => {
+                            let old = std::mem::replace(&mut self.active, shadow.into_supervisor());
+                            self.previous = Some(old);
+                            self.publish();
+                            Ok(PluginReport::of(&self.active))
+                        }
+                        None => Err(ChangeError::NoShadow),
+                    };
+                    let _ = reply.send(result);
+                }
+                Request::Overview { reply } => {
+                    let _ = reply.send(PolicyOverview {
+                        active: PluginReport::of(&self.active),
+                        previous: self.previous.as_ref().map(PluginReport::of),
+                        shadow: self.shadow.as_ref().map(|shadow| ShadowSummary {
+                            plugin: PluginReport::of(shadow.supervisor()),
+                            disagreements: shadow.disagreements(),
+                        }),
+                    });
+                }
+                Request::ShadowReport { reply } => {
+                    let _ = reply.send(self.shadow.as_ref().map(Shadow::report));
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.published.store(Arc::new(Active::of(&self.active)));
     }
 }
 
 impl PolicyHandle {
     /// Moves the supervisor onto its own thread, which runs until every
     /// handle is dropped.
-    pub fn spawn(mut supervisor: Supervisor) -> std::io::Result<Self> {
-        let stats = supervisor.stats();
-        let info = Arc::new(PluginInfo {
-            name: Arc::clone(supervisor.sandbox().name()),
-            sha256: supervisor.sandbox().sha256().to_owned(),
-        });
+    pub fn spawn(supervisor: Supervisor) -> std::io::Result<Self> {
+        let active = Arc::new(ArcSwap::from_pointee(Active::of(&supervisor)));
         let (requests, inbox) = mpsc::channel::<Request>();
+        let policy_thread = PolicyThread {
+            active: supervisor,
+            previous: None,
+            shadow: None,
+            published: Arc::clone(&active),
+        };
         thread::Builder::new()
             .name("vigil-policy".to_owned())
-            .spawn(move || {
-                for request in inbox {
-                    match request {
-                        Request::Assess {
-                            now_ms,
-                            sessions,
-                            reply,
-                        } => {
-                            let _ = reply.send(supervisor.assess(now_ms, &sessions));
-                        }
-                        Request::Events(events) => supervisor.on_events(&events),
-                        Request::SelectEvictions {
-                            now_ms,
-                            sessions,
-                            excess,
-                            reply,
-                        } => {
-                            let _ =
-                                reply.send(supervisor.select_evictions(now_ms, &sessions, excess));
-                        }
-                    }
-                }
-            })?;
-        Ok(PolicyHandle {
-            requests,
-            stats,
-            info,
-        })
+            .spawn(move || policy_thread.serve(inbox))?;
+        Ok(PolicyHandle { requests, active })
     }
 
-    /// Queues an assessment; the answer comes on the returned receiver.
-    fn request_assess(
+    fn send(&self, request: Request) -> Result<(), WorkerGone> {
+        self.requests.send(request).map_err(|_| WorkerGone)
+    }
+
+    /// Sends a request built around a reply channel and awaits the answer.
+    async fn ask<T>(
         &self,
-        now_ms: u64,
-        sessions: Vec<SessionFacts>,
-    ) -> Result<oneshot::Receiver<AssessOutcome>, WorkerGone> {
+        request: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, WorkerGone> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Assess {
-                now_ms,
-                sessions,
-                reply,
-            })
-            .map_err(|_| WorkerGone)?;
-        Ok(answer)
+        self.send(request(reply))?;
+        answer.await.map_err(|_| WorkerGone)
     }
 
     /// Verdicts for a batch (the plugin's, or the fallback's on a fault).
@@ -122,8 +312,12 @@ impl PolicyHandle {
         now_ms: u64,
         sessions: Vec<SessionFacts>,
     ) -> Result<AssessOutcome, WorkerGone> {
-        let answer = self.request_assess(now_ms, sessions)?;
-        answer.await.map_err(|_| WorkerGone)
+        self.ask(|reply| Request::Assess {
+            now_ms,
+            sessions,
+            reply,
+        })
+        .await
     }
 
     /// [`PolicyHandle::assess`] for code outside an async runtime.
@@ -132,15 +326,18 @@ impl PolicyHandle {
         now_ms: u64,
         sessions: Vec<SessionFacts>,
     ) -> Result<AssessOutcome, WorkerGone> {
-        let answer = self.request_assess(now_ms, sessions)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Assess {
+            now_ms,
+            sessions,
+            reply,
+        })?;
         answer.blocking_recv().map_err(|_| WorkerGone)
     }
 
     /// Queues events for the plugin; does not wait.
     pub fn send_events(&self, events: Vec<Event>) -> Result<(), WorkerGone> {
-        self.requests
-            .send(Request::Events(events))
-            .map_err(|_| WorkerGone)
+        self.send(Request::Events(events))
     }
 
     /// Which sessions to drop under capacity pressure; `None` when the plugin
@@ -151,30 +348,66 @@ impl PolicyHandle {
         sessions: Vec<SessionFacts>,
         excess: u32,
     ) -> Result<Option<Vec<SessionId>>, WorkerGone> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::SelectEvictions {
-                now_ms,
-                sessions,
-                excess,
-                reply,
-            })
-            .map_err(|_| WorkerGone)?;
-        answer.await.map_err(|_| WorkerGone)
+        self.ask(|reply| Request::SelectEvictions {
+            now_ms,
+            sessions,
+            excess,
+            reply,
+        })
+        .await
     }
 
-    /// Call and fault counters.
-    pub fn stats(&self) -> &PolicyStats {
-        &self.stats
+    /// Makes `candidate` (already validated) the active policy once the batch
+    /// in progress, if any, is done; the old one becomes `previous`.
+    pub async fn swap(&self, candidate: Supervisor) -> Result<PluginReport, WorkerGone> {
+        self.ask(|reply| Request::Swap {
+            candidate: Box::new(candidate),
+            reply,
+        })
+        .await
+    }
+
+    /// Returns to the previous policy (which becomes previous in turn).
+    pub async fn rollback(&self) -> Result<PluginReport, ChangeError> {
+        self.ask(|reply| Request::Rollback { reply }).await?
+    }
+
+    /// Runs `shadow` beside the active policy, or stops shadowing (`None`).
+    pub async fn set_shadow(&self, shadow: Option<Shadow>) -> Result<(), WorkerGone> {
+        self.ask(|reply| Request::SetShadow {
+            shadow: shadow.map(Box::new),
+            reply,
+        })
+        .await
+    }
+
+    /// Makes the shadow candidate active.
+    pub async fn promote(&self) -> Result<PluginReport, ChangeError> {
+        self.ask(|reply| Request::Promote { reply }).await?
+    }
+
+    /// Active, previous and shadow.
+    pub async fn overview(&self) -> Result<PolicyOverview, WorkerGone> {
+        self.ask(|reply| Request::Overview { reply }).await
+    }
+
+    /// The shadow's disagreement report; `None` without a shadow.
+    pub async fn shadow_report(&self) -> Result<Option<Value>, WorkerGone> {
+        self.ask(|reply| Request::ShadowReport { reply }).await
+    }
+
+    /// Call and fault counters of the active plugin.
+    pub fn stats(&self) -> Arc<PolicyStats> {
+        Arc::clone(&self.active.load().stats)
     }
 
     /// Active or disabled.
     pub fn state(&self) -> PolicyState {
-        self.stats.state()
+        self.stats().state()
     }
 
-    /// The plugin's name and hash.
-    pub fn info(&self) -> &PluginInfo {
-        &self.info
+    /// The active plugin's name and hash.
+    pub fn info(&self) -> PluginInfo {
+        self.active.load().info.clone()
     }
 }
