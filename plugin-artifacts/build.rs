@@ -15,6 +15,9 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 /// (cargo package, component file stem)
 const DEFAULT_PLUGINS: &[(&str, &str)] = &[("vigil-default-policy", "vigil_default_policy")];
 const TEST_PLUGINS: &[(&str, &str)] = &[
+    ("vigil-strict-policy", "vigil_strict_policy"),
+    ("vigil-lenient-policy", "vigil_lenient_policy"),
+    ("vigil-capacity-policy", "vigil_capacity_policy"),
     ("vigil-test-noop", "vigil_test_noop"),
     ("vigil-test-misbehaving", "vigil_test_misbehaving"),
     ("vigil-test-wrong-world", "vigil_test_wrong_world"),

@@ -127,6 +127,7 @@ async fn swap(
     };
     let supervisor = Supervisor::new(validated.sandbox, hub.config.policy.faults.clone());
     let report = hub.policy.swap(supervisor).await.map_err(gone)?;
+    hub.reassess_all();
     let took = received.elapsed();
     hub.metrics.swap(true);
     hub.metrics.swap_seconds.observe(took.as_secs_f64());
@@ -161,6 +162,7 @@ fn change_error(error: ChangeError) -> AppError {
 async fn rollback(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
     let report = hub.policy.rollback().await.map_err(change_error)?;
+    hub.reassess_all();
     hub.metrics.swap(true);
     hub.metrics
         .swap_seconds
@@ -202,6 +204,7 @@ async fn shadow_report(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, AppEr
 async fn promote(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
     let report = hub.policy.promote().await.map_err(change_error)?;
+    hub.reassess_all();
     hub.metrics.swap(true);
     hub.metrics
         .swap_seconds

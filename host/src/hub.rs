@@ -223,6 +223,19 @@ impl Hub {
         session.facts(&state, now, timeout)
     }
 
+    /// Has every session assessed at the next tick: after a swap, the new
+    /// policy's decisions take effect at once rather than at each session's
+    /// next scheduled assessment.
+    pub fn reassess_all(&self) {
+        let now = Instant::now();
+        self.registry.for_each(|session| {
+            let mut state = session.lock();
+            state.reassess_at = now;
+            // An overdue pong the old policy kept is news to the new one.
+            state.overdue_reported = false;
+        });
+    }
+
     /// Every live session's facts as of now: the dry-run batch for a
     /// candidate policy.
     pub fn facts_snapshot(&self) -> (u64, Vec<SessionFacts>) {

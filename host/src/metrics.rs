@@ -177,6 +177,16 @@ impl Metrics {
             "Connections refused at the session limit",
             metrics.capacity_refusals.clone(),
         );
+        registry.register(
+            "vigil_policy_swaps",
+            "Policy swaps (admin API, file watch, rollback, promote), by result",
+            metrics.swaps.clone(),
+        );
+        registry.register(
+            "vigil_policy_swap_seconds",
+            "Time from a swap request to the new policy serving",
+            metrics.swap_seconds.clone(),
+        );
         Metrics {
             registry,
             ..metrics

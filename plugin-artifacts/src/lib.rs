@@ -10,9 +10,25 @@ pub static DEFAULT_POLICY: &[u8] =
 /// that take a plugin path.
 pub const DEFAULT_POLICY_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_default_policy.wasm");
 
-/// Plugins built only for tests and benchmarks.
+/// Plugins built only for tests and benchmarks, and the example policies.
 #[cfg(feature = "test-plugins")]
 pub mod test_plugins {
+    /// Example: evicts at the first sign of trouble.
+    pub static STRICT: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_strict_policy.wasm"));
+    /// On disk, for commands that take a plugin path.
+    pub const STRICT_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_strict_policy.wasm");
+    /// Example: never evicts sessions that answer pings for silence.
+    pub static LENIENT: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_lenient_policy.wasm"));
+    /// On disk, for commands that take a plugin path.
+    pub const LENIENT_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_lenient_policy.wasm");
+    /// Example: per-class quotas, victims by health then age.
+    pub static CAPACITY: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_capacity_policy.wasm"));
+    /// On disk, for commands that take a plugin path.
+    pub const CAPACITY_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_capacity_policy.wasm");
+
     /// Keeps every session at full health in `regular`; does no work.
     pub static NOOP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_noop.wasm"));
     /// On disk, for commands that take a plugin path.

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod default_policy;
 mod hostile_plugins;
+mod hot_swap;
 mod liveness;
 mod loading;
 mod policy_thread;

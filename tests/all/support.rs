@@ -34,6 +34,44 @@ pub fn fast_config() -> VigilConfig {
     config
 }
 
+/// The admin token tests use.
+pub const ADMIN_TOKEN: &str = "admin-t0k";
+
+/// [`fast_config`] with the admin API on a free port.
+pub fn admin_config() -> VigilConfig {
+    let mut config = fast_config();
+    config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.admin.token = Some(ADMIN_TOKEN.to_owned());
+    config
+}
+
+/// The admin address of a server started with [`admin_config`].
+pub fn admin_address(server: &RunningServer) -> SocketAddr {
+    match server.admin_address {
+        Some(address) => address,
+        None => panic!("the admin API is not served"),
+    }
+}
+
+/// `PUT` a plugin to an admin route, with its config JSON.
+pub async fn upload(admin: SocketAddr, route: &str, plugin: &[u8], config: &str) -> HttpResponse {
+    let config: String = config
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    http_bytes(
+        admin,
+        "PUT",
+        &format!("{route}?config={config}"),
+        plugin,
+        Some(ADMIN_TOKEN),
+    )
+    .await
+}
+
 /// Starts a host on a free loopback port with the given policy plugin.
 pub async fn start_host(config: VigilConfig, plugin: &[u8], plugin_config: &str) -> RunningServer {
     let sandbox = match load("plugin-under-test", plugin, plugin_config) {
@@ -73,19 +111,31 @@ pub async fn http(
     body: Option<&str>,
     token: Option<&str>,
 ) -> HttpResponse {
+    http_bytes(address, method, path, body.unwrap_or("").as_bytes(), token).await
+}
+
+/// [`http`] with a binary body (a plugin upload).
+pub async fn http_bytes(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> HttpResponse {
     let mut stream = match TcpStream::connect(address).await {
         Ok(stream) => stream,
         Err(error) => panic!("cannot connect to {address}: {error}"),
     };
-    let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    if let Err(error) = stream.write_all(request.as_bytes()).await {
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    if let Err(error) = stream.write_all(&request).await {
         panic!("cannot send request: {error}");
     }
     let mut raw = Vec::new();
