@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use crate::hub::Hub;
 use crate::policy::{
-    validate_off_runtime, ChangeError, PluginSource, Shadow, Supervisor, Validated,
+    validate_off_runtime, ChangeError, PluginSource, RejectedCandidate, Shadow, Supervisor,
 };
 use crate::server::{check_token, AppError};
 
@@ -71,12 +71,11 @@ fn gone(error: impl std::fmt::Display) -> AppError {
     AppError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
 }
 
-/// Validates the uploaded plugin against the current sessions.
-async fn validate_upload(
-    hub: &Hub,
+/// The uploaded plugin and its config, checked for shape.
+fn upload(
     query: &HashMap<String, String>,
     body: Bytes,
-) -> Result<Validated, AppError> {
+) -> Result<(PluginSource, String), AppError> {
     if body.is_empty() {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
@@ -97,18 +96,14 @@ async fn validate_upload(
         .get("name")
         .cloned()
         .unwrap_or_else(|| "uploaded.wasm".to_owned());
-    let source = PluginSource::from_bytes(&name, "admin-api", body.to_vec());
-    let (now_ms, snapshot) = hub.facts_snapshot();
-    validate_off_runtime(
-        hub.engine.clone(),
-        source,
+    Ok((
+        PluginSource::from_bytes(&name, "admin-api", body.to_vec()),
         config_json,
-        hub.config.policy.limits.clone(),
-        now_ms,
-        snapshot,
-    )
-    .await
-    .map_err(|rejected| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, rejected.to_string()))
+    ))
+}
+
+fn rejected(error: RejectedCandidate) -> AppError {
+    AppError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
 }
 
 async fn swap(
@@ -116,33 +111,24 @@ async fn swap(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    let received = Instant::now();
-    let validated = match validate_upload(&hub, &query, body).await {
-        Ok(validated) => validated,
+    let (source, config_json) = match upload(&query, body) {
+        Ok(upload) => upload,
         Err(error) => {
             hub.metrics.swap(false);
-            tracing::warn!(reason = %error_message(&error), "policy swap rejected");
             return Err(error);
         }
     };
-    let supervisor = Supervisor::new(validated.sandbox, hub.config.policy.faults.clone());
-    let report = hub.policy.swap(supervisor).await.map_err(gone)?;
-    hub.reassess_all();
-    let took = received.elapsed();
-    hub.metrics.swap(true);
-    hub.metrics.swap_seconds.observe(took.as_secs_f64());
-    tracing::info!(plugin = %report.name, sha256 = %report.sha256, swap_ms = took.as_secs_f64() * 1e3, "policy swapped");
+    let report = hub
+        .swap_policy(source, config_json)
+        .await
+        .map_err(rejected)?;
     Ok(Json(json!({
-        "name": report.name,
-        "sha256": report.sha256,
-        "load_ms": validated.validation_time.as_secs_f64() * 1e3,
-        "swap_ms": took.as_secs_f64() * 1e3,
-        "dry_run_sessions": validated.dry_run_sessions,
+        "name": report.plugin.name,
+        "sha256": report.plugin.sha256,
+        "load_ms": report.load_time.as_secs_f64() * 1e3,
+        "swap_ms": report.swap_time.as_secs_f64() * 1e3,
+        "dry_run_sessions": report.dry_run_sessions,
     })))
-}
-
-fn error_message(error: &AppError) -> String {
-    format!("{error:?}")
 }
 
 async fn overview(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, AppError> {
@@ -176,7 +162,18 @@ async fn start_shadow(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    let validated = validate_upload(&hub, &query, body).await?;
+    let (source, config_json) = upload(&query, body)?;
+    let (now_ms, snapshot) = hub.facts_snapshot();
+    let validated = validate_off_runtime(
+        hub.engine.clone(),
+        source,
+        config_json,
+        hub.config.policy.limits.clone(),
+        now_ms,
+        snapshot,
+    )
+    .await
+    .map_err(rejected)?;
     let name = validated.sandbox.name().to_string();
     let sha256 = validated.sandbox.sha256().to_owned();
     let supervisor = Supervisor::new(validated.sandbox, hub.config.policy.faults.clone());

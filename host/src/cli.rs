@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Which plugin, configured how.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Reload the --policy file when it changes (validated like an admin swap).
+    #[arg(long, requires = "policy")]
+    pub watch: bool,
 }
 
 /// Which plugin, configured how.
@@ -194,6 +197,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(token) = args.admin_token {
         config.admin.token = Some(token);
+    }
+    if args.watch {
+        config.policy.watch = true;
     }
     apply_policy_args(&mut config, args.policy.policy, args.policy.policy_config);
     config.validate()?;

@@ -257,6 +257,9 @@ pub struct PolicyConfig {
     pub config: Option<toml::Table>,
     /// The plugin's configuration, as a JSON file. Exclusive with `config`.
     pub config_file: Option<PathBuf>,
+    /// Reload the plugin when `path` changes (validated like an admin swap).
+    /// Default false.
+    pub watch: bool,
     /// Deadline and memory caps.
     pub limits: SandboxLimits,
     /// When a faulting plugin is disabled.
@@ -288,6 +291,9 @@ impl VigilConfig {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.policy.watch && self.policy.path.is_none() {
+            bail!("[policy] watch needs a plugin file: set `path` (or pass --policy FILE.wasm)");
+        }
         if self.policy.config.is_some() && self.policy.config_file.is_some() {
             bail!("[policy] sets both `config` and `config_file`; use one");
         }

@@ -13,7 +13,10 @@ use vigil_policy_sdk::{Event, EventKind, SessionFacts, SessionId};
 
 use crate::config::VigilConfig;
 use crate::metrics::Metrics;
-use crate::policy::{PolicyEngine, PolicyHandle};
+use crate::policy::{
+    validate_off_runtime, PluginReport, PluginSource, PolicyEngine, PolicyHandle,
+    RejectedCandidate, Supervisor,
+};
 use crate::registry::Registry;
 use crate::session::{message_len, CloseRequest, Enqueued, Session};
 
@@ -66,6 +69,19 @@ pub struct PublishReport {
     pub dropped: u64,
     /// Sessions found closing or dead: not written to.
     pub evicted: u64,
+}
+
+/// A completed swap.
+#[derive(Debug, Clone)]
+pub struct SwapReport {
+    /// The new active policy.
+    pub plugin: PluginReport,
+    /// Compile (or cache hit), instantiate, configure and dry run.
+    pub load_time: Duration,
+    /// From the request to the new policy serving.
+    pub swap_time: Duration,
+    /// Sessions in the dry run.
+    pub dry_run_sessions: usize,
 }
 
 /// Whom to publish to.
@@ -234,6 +250,59 @@ impl Hub {
             // An overdue pong the old policy kept is news to the new one.
             state.overdue_reported = false;
         });
+    }
+
+    /// Validates a candidate against the current sessions and, if it passes,
+    /// makes it the active policy; counts and logs either way. Used by the
+    /// admin API and the file watch alike.
+    pub async fn swap_policy(
+        &self,
+        source: PluginSource,
+        config_json: String,
+    ) -> Result<SwapReport, RejectedCandidate> {
+        let received = Instant::now();
+        let (now_ms, snapshot) = self.facts_snapshot();
+        let validated = validate_off_runtime(
+            self.engine.clone(),
+            source,
+            config_json,
+            self.config.policy.limits.clone(),
+            now_ms,
+            snapshot,
+        )
+        .await;
+        let validated = match validated {
+            Ok(validated) => validated,
+            Err(rejected) => {
+                self.metrics.swap(false);
+                tracing::warn!(reason = %rejected, "policy swap rejected; the active policy stays");
+                return Err(rejected);
+            }
+        };
+        let load_time = validated.validation_time;
+        let dry_run_sessions = validated.dry_run_sessions;
+        let supervisor = Supervisor::new(validated.sandbox, self.config.policy.faults.clone());
+        let plugin = self
+            .policy
+            .swap(supervisor)
+            .await
+            .map_err(|gone| RejectedCandidate::Internal(gone.to_string()))?;
+        self.reassess_all();
+        let swap_time = received.elapsed();
+        self.metrics.swap(true);
+        self.metrics.swap_seconds.observe(swap_time.as_secs_f64());
+        tracing::info!(
+            plugin = %plugin.name,
+            sha256 = %plugin.sha256,
+            swap_ms = swap_time.as_secs_f64() * 1e3,
+            "policy swapped"
+        );
+        Ok(SwapReport {
+            plugin,
+            load_time,
+            swap_time,
+            dry_run_sessions,
+        })
     }
 
     /// Every live session's facts as of now: the dry-run batch for a

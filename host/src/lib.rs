@@ -30,5 +30,7 @@ pub mod server;
 pub mod session;
 /// Socket options on accept and `TCP_INFO`.
 pub mod tcp;
+/// Reloading the policy when its file changes (`--watch`).
+pub mod watch;
 
 pub use vigil_policy_sdk as sdk;

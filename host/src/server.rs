@@ -371,12 +371,14 @@ pub struct RunningServer {
     pub hub: Arc<Hub>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<(u64, usize)>>,
+    policy_watch: Option<crate::watch::PolicyWatch>,
 }
 
 impl RunningServer {
     /// Shuts down gracefully (1001 to every session, drain) and returns
     /// (clean closes, sessions at shutdown).
-    pub async fn shutdown(self) -> anyhow::Result<(u64, usize)> {
+    pub async fn shutdown(mut self) -> anyhow::Result<(u64, usize)> {
+        self.policy_watch = None;
         let _ = self.stop.send(true);
         self.task.await.context("server task failed")?
     }
@@ -450,9 +452,18 @@ pub async fn start(
         let _ = tick.await;
         Ok(closed)
     });
+    let policy_watch = match (&hub.config.policy.path, hub.config.policy.watch) {
+        (Some(path), true) => {
+            let config_json = hub.config.policy.plugin_config_json()?;
+            Some(crate::watch::watch(Arc::clone(&hub), path, config_json)?)
+        }
+        (None, true) => anyhow::bail!("--watch needs a policy file (--policy FILE.wasm)"),
+        _ => None,
+    };
     Ok(RunningServer {
         address,
         admin_address,
+        policy_watch,
         hub,
         stop,
         task,

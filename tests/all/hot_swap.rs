@@ -449,3 +449,79 @@ async fn the_admin_api_needs_its_token_and_is_not_on_the_public_listener() {
     assert!(plain.admin_address.is_none());
     let _ = plain.shutdown().await;
 }
+
+/// Replaces `path` the way deploy tools do: write beside it, then rename.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let staging = path.with_extension("tmp");
+    if let Err(error) =
+        std::fs::write(&staging, bytes).and_then(|()| std::fs::rename(&staging, path))
+    {
+        panic!("cannot replace {}: {error}", path.display());
+    }
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    vigil::policy::PluginSource::from_bytes("x", "test", bytes.to_vec()).sha256()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_policy_file_is_swapped_when_it_changes_and_rejected_when_bad() {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("{error}"),
+    };
+    let path = dir.path().join("policy.wasm");
+    replace_file(&path, DEFAULT_POLICY);
+    let mut config = admin_config();
+    config.policy.path = Some(path.clone());
+    config.policy.watch = true;
+    let server = start_host(config, DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let _client = WsClient::connect(address, "", &[]);
+
+    let wait_for_active = |sha: String| {
+        let policy = server.hub.policy.clone();
+        async move {
+            wait_until(Duration::from_secs(5), || {
+                let policy = policy.clone();
+                let sha = sha.clone();
+                async move { policy.info().sha256 == sha }
+            })
+            .await
+        }
+    };
+    for round in 0..10 {
+        let plugin = if round % 2 == 0 {
+            test_plugins::NOOP
+        } else {
+            test_plugins::STRICT
+        };
+        replace_file(&path, plugin);
+        assert!(
+            wait_for_active(sha256_of(plugin)).await.is_some(),
+            "round {round}: the changed file was not swapped in"
+        );
+    }
+    let active = server.hub.policy.info().sha256;
+    replace_file(&path, b"not a plugin any more");
+    let rejected = wait_until(Duration::from_secs(5), || async {
+        let metrics = http(address, "GET", "/metrics", None, None).await.text;
+        metric(&metrics, r#"vigil_policy_swaps_total{result="rejected"}"#) == 1.0
+    })
+    .await;
+    assert!(
+        rejected.is_some(),
+        "the bad file was not reported as rejected"
+    );
+    assert_eq!(
+        server.hub.policy.info().sha256,
+        active,
+        "a bad file replaced the policy"
+    );
+    assert_eq!(
+        session_count(address).await,
+        1,
+        "a session was lost to the swaps"
+    );
+    let _ = server.shutdown().await;
+}
