@@ -4,7 +4,7 @@
 //! rather than the file, so replacing it atomically (write, then rename) is
 //! seen too.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ fn same_file(changed: &Path, watched: &Path) -> bool {
             .is_ok_and(|changed| changed == watched)
 }
 
-async fn reload(hub: &Hub, path: &PathBuf, config_json: &str) {
+async fn reload(hub: &Hub, path: &Path, config_json: &str) {
     let source = match PluginSource::from_file(path) {
         Ok(source) => source,
         Err(error) => {
