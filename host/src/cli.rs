@@ -179,7 +179,7 @@ fn check(args: CheckArgs) -> Result<()> {
     apply_policy_args(&mut config, args.plugin, args.policy_config);
     let engine = PolicyEngine::new().context("starting the wasm engine")?;
     let mut sandbox = load_policy(&engine, &config)?;
-    let report: CheckReport = scenarios::run_check(&mut sandbox, args.capacity_sessions)?;
+    let report: CheckReport = scenarios::run_full_check(&mut sandbox, args.capacity_sessions)?;
     println!("{report}");
     Ok(())
 }

@@ -42,7 +42,15 @@ fn temp_dir() -> tempfile::TempDir {
 
 #[test]
 fn policy_check_prints_the_default_policys_verdicts() {
-    let output = run(vigil().args(["policy", "check"]));
+    // A roomy deadline: this test reads the report; a debug build on a busy
+    // machine must not turn it into a timing test.
+    let dir = temp_dir();
+    let config = write_file(
+        &dir,
+        "vigil.toml",
+        b"[policy.limits]\ncall_deadline_ms = 1000\n",
+    );
+    let output = run(vigil().args(["policy", "check", "--config"]).arg(&config));
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));
     for expected in [
@@ -54,6 +62,8 @@ fn policy_check_prints_the_default_policys_verdicts() {
         "evict idle (4003)",
         "keep-alive",
         "capacity pressure: 20 sessions, 2 over the limit",
+        "contract on generated batches",
+        "    10000 ",
     ] {
         assert!(
             stdout.contains(expected),

@@ -280,9 +280,25 @@ pub fn generated_facts(count: usize, seed: u64) -> Vec<SessionFacts> {
         .collect()
 }
 
+/// One generated batch of the contract check.
+#[derive(Debug, Clone)]
+pub struct BatchCheck {
+    /// Sessions in the batch.
+    pub sessions: usize,
+    /// Time of the `assess` call.
+    pub elapsed: Duration,
+}
+
+/// Batch sizes the contract check runs, empty to the largest a tick sends.
+pub const CONTRACT_BATCH_SIZES: [usize; 5] = [0, 1, 100, 1_000, 10_000];
+
 /// What `policy check` found.
 #[derive(Debug)]
 pub struct CheckReport {
+    /// Generated batches that passed, with their timing.
+    pub batches: Vec<BatchCheck>,
+    /// The per-call deadline the plugin runs under.
+    pub deadline: Duration,
     /// The plugin's name.
     pub plugin: String,
     /// Each scenario with its verdict, in table order.
@@ -370,6 +386,8 @@ pub fn run_check(
     })?;
 
     Ok(CheckReport {
+        batches: Vec::new(),
+        deadline: sandbox.limits().call_deadline,
         plugin: sandbox.name().to_string(),
         rows,
         assess_time,
@@ -378,6 +396,113 @@ pub fn run_check(
         capacity_chosen: chosen,
         select_time,
     })
+}
+
+/// [`run_check`] plus the contract on generated batches (`vigil policy
+/// check`; start-up runs only the scenarios).
+pub fn run_full_check(
+    sandbox: &mut Sandbox,
+    capacity_sessions: usize,
+) -> Result<CheckReport, CheckError> {
+    let mut report = run_check(sandbox, capacity_sessions)?;
+    report.batches = run_contract_batches(sandbox)?;
+    Ok(report)
+}
+
+/// The contract on generated batches: every size from empty to 10 000
+/// answered in full within the deadline, and events (duplicates, unknown
+/// sessions, every kind) taken without a fault.
+fn run_contract_batches(sandbox: &mut Sandbox) -> Result<Vec<BatchCheck>, CheckError> {
+    let events = sample_events();
+    sandbox
+        .on_events(&events)
+        .map_err(|fault| CheckError::Fault {
+            call: "on-events",
+            fault,
+        })?;
+    let mut checks = Vec::new();
+    for (round, size) in CONTRACT_BATCH_SIZES.into_iter().enumerate() {
+        let batch = generated_facts(size, 0xC0FFEE + round as u64);
+        let started = Instant::now();
+        let verdicts =
+            sandbox
+                .assess(SCENARIO_NOW_MS, &batch)
+                .map_err(|fault| CheckError::Fault {
+                    call: "assess",
+                    fault,
+                })?;
+        let elapsed = started.elapsed();
+        contract::check_verdicts(&batch, &verdicts).map_err(|violation| CheckError::Contract {
+            call: "assess",
+            violation,
+        })?;
+        checks.push(BatchCheck {
+            sessions: size,
+            elapsed,
+        });
+    }
+    Ok(checks)
+}
+
+/// One event of every kind, each twice, some about sessions the plugin
+/// never saw: a plugin must take all of it in stride.
+fn sample_events() -> Vec<vigil_policy_sdk::Event> {
+    use vigil_policy_sdk::{Event, EventKind, FrameKind};
+    let kinds = [
+        EventKind::Connected {
+            session: 1,
+            client_class: "default".to_owned(),
+        },
+        EventKind::FrameReceived {
+            session: 1,
+            kind: FrameKind::Text,
+            size_bytes: 42,
+        },
+        EventKind::FrameSent {
+            session: 1,
+            kind: FrameKind::Binary,
+            size_bytes: 7,
+        },
+        EventKind::PingSent { session: 1 },
+        EventKind::PongReceived {
+            session: 1,
+            rtt_ms: 3,
+        },
+        EventKind::SendFailed {
+            session: 2,
+            detail: "broken pipe".to_owned(),
+        },
+        EventKind::Backpressure {
+            session: 2,
+            queued_bytes: 300_000,
+        },
+        EventKind::TransportError {
+            session: 99_999,
+            detail: "reset".to_owned(),
+        },
+        EventKind::CloseReceived {
+            session: 3,
+            code: 1000,
+        },
+        EventKind::Removed {
+            session: 3,
+            reason: "closed".to_owned(),
+        },
+        EventKind::Removed {
+            session: 424_242,
+            reason: "never seen".to_owned(),
+        },
+        EventKind::Tick,
+    ];
+    kinds
+        .iter()
+        .flat_map(|kind| [kind.clone(), kind.clone()])
+        .enumerate()
+        .map(|(at, kind)| Event {
+            at_ms: at as u64,
+            kind,
+        })
+        .collect()
 }
 
 fn action_cell(action: &Action) -> String {
@@ -421,13 +546,40 @@ impl fmt::Display for CheckReport {
             "capacity pressure: {} sessions, {} over the limit -> evict {:?}",
             self.capacity_offered, self.capacity_excess, self.capacity_chosen
         )?;
-        write!(
+        writeln!(
             f,
             "timing: assess {} sessions in {:?}, select-evictions over {} in {:?}",
             self.rows.len(),
             self.assess_time,
             self.capacity_offered,
             self.select_time
-        )
+        )?;
+        if self.batches.is_empty() {
+            return Ok(());
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "contract on generated batches (deadline {:?} per call; events of every kind, duplicated: ok)",
+            self.deadline
+        )?;
+        writeln!(
+            f,
+            "{:>9} {:>12} {:>12} {:>9}",
+            "sessions", "assess", "per session", "deadline"
+        )?;
+        for batch in &self.batches {
+            let per_session = batch
+                .elapsed
+                .checked_div(batch.sessions.max(1) as u32)
+                .unwrap_or_default();
+            let used = batch.elapsed.as_secs_f64() / self.deadline.as_secs_f64().max(1e-9) * 100.0;
+            writeln!(
+                f,
+                "{:>9} {:>12?} {:>12?} {:>8.1}%",
+                batch.sessions, batch.elapsed, per_session, used
+            )?;
+        }
+        Ok(())
     }
 }
