@@ -6,6 +6,8 @@
 #   SESSIONS=2000 KILLS=50 bench/session-host.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SESSIONS=${SESSIONS:-10000}
 KILLS=${KILLS:-200}
@@ -22,16 +24,7 @@ target/release/vigil serve --listen "$HOST" ${VIGIL_ARGS:-} 2>"$LOG" &
 VIGIL=$!
 trap 'kill "$VIGIL" 2>/dev/null || true; rm -f "$LOG"' EXIT
 
-count() { curl -s "http://$HOST/sessions?limit=0" | sed -E 's/.*"count":([0-9]+).*/\1/'; }
 rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$VIGIL/status"; }
-wait_for() { # wait_for N SECONDS
-    for _ in $(seq 1 $(( $2 * 10 ))); do
-        [ "$(count 2>/dev/null || echo -1)" = "$1" ] && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $1 sessions (have $(count))" >&2
-    return 1
-}
 
 wait_for 0 60
 sleep 1

@@ -7,6 +7,8 @@
 #   bench/swap.sh                  # 10 000 sessions, 100 swaps
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SESSIONS=${SESSIONS:-10000}
 SWAPS=${SWAPS:-100}
@@ -34,15 +36,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-count() { curl -s "http://$HOST/sessions?limit=0" | sed -E 's/.*"count":([0-9]+).*/\1/'; }
-wait_for() {
-    for _ in $(seq 1 $(( $2 * 10 ))); do
-        [ "$(count 2>/dev/null || echo -1)" = "$1" ] && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $1 sessions (have $(count))" >&2
-    return 1
-}
 
 wait_for 0 60
 target/release/vigil-load idle --host "$HOST" --sessions "$SESSIONS" --hold-secs 120 >/dev/null &

@@ -24,9 +24,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::hub::Hub;
-use crate::policy::{
-    validate_off_runtime, ChangeError, PluginSource, RejectedCandidate, Shadow, Supervisor,
-};
+use crate::policy::{ChangeError, PluginSource, RejectedCandidate, Shadow, Supervisor};
 use crate::server::{check_token, AppError};
 
 /// Largest plugin accepted over the API.
@@ -163,17 +161,10 @@ async fn start_shadow(
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
     let (source, config_json) = upload(&query, body)?;
-    let (now_ms, snapshot) = hub.facts_snapshot();
-    let validated = validate_off_runtime(
-        hub.engine.clone(),
-        source,
-        config_json,
-        hub.config.policy.limits.clone(),
-        now_ms,
-        snapshot,
-    )
-    .await
-    .map_err(rejected)?;
+    let validated = hub
+        .validate_candidate(source, config_json)
+        .await
+        .map_err(rejected)?;
     let name = validated.sandbox.name().to_string();
     let sha256 = validated.sandbox.sha256().to_owned();
     let supervisor = Supervisor::new(validated.sandbox, hub.config.policy.faults.clone());

@@ -15,7 +15,7 @@ use crate::config::VigilConfig;
 use crate::metrics::Metrics;
 use crate::policy::{
     validate_off_runtime, PluginReport, PluginSource, PolicyEngine, PolicyHandle,
-    RejectedCandidate, Supervisor,
+    RejectedCandidate, Supervisor, Validated,
 };
 use crate::registry::Registry;
 use crate::session::{message_len, CloseRequest, Enqueued, Session};
@@ -252,6 +252,25 @@ impl Hub {
         });
     }
 
+    /// Loads a candidate and dry-runs it on the current sessions' facts, off
+    /// the async runtime; nothing running is touched.
+    pub async fn validate_candidate(
+        &self,
+        source: PluginSource,
+        config_json: String,
+    ) -> Result<Validated, RejectedCandidate> {
+        let (now_ms, snapshot) = self.facts_snapshot();
+        validate_off_runtime(
+            self.engine.clone(),
+            source,
+            config_json,
+            self.config.policy.limits.clone(),
+            now_ms,
+            snapshot,
+        )
+        .await
+    }
+
     /// Validates a candidate against the current sessions and, if it passes,
     /// makes it the active policy; counts and logs either way. Used by the
     /// admin API and the file watch alike.
@@ -261,16 +280,7 @@ impl Hub {
         config_json: String,
     ) -> Result<SwapReport, RejectedCandidate> {
         let received = Instant::now();
-        let (now_ms, snapshot) = self.facts_snapshot();
-        let validated = validate_off_runtime(
-            self.engine.clone(),
-            source,
-            config_json,
-            self.config.policy.limits.clone(),
-            now_ms,
-            snapshot,
-        )
-        .await;
+        let validated = self.validate_candidate(source, config_json).await;
         let validated = match validated {
             Ok(validated) => validated,
             Err(rejected) => {

@@ -121,16 +121,9 @@ impl Policy for Capacity {
         sessions: &[SessionFacts],
         excess: u32,
     ) -> Vec<SessionId> {
-        let mut ranked: Vec<(u8, std::cmp::Reverse<u64>, SessionId)> = sessions
-            .iter()
-            .map(|f| (health(f), std::cmp::Reverse(f.age_ms), f.id))
-            .collect();
-        ranked.sort_unstable();
-        ranked
-            .into_iter()
-            .take(excess as usize)
-            .map(|(_, _, id)| id)
-            .collect()
+        vigil_policy_sdk::first_by_rank(sessions, excess, |f| {
+            (health(f), std::cmp::Reverse(f.age_ms))
+        })
     }
 }
 

@@ -145,22 +145,13 @@ impl Policy for DefaultPolicy {
         excess: u32,
     ) -> Vec<SessionId> {
         // Least healthy first; among equals the longest silent, then the
-        // oldest id, so the choice is deterministic.
-        let mut ranked: Vec<(u8, u64, SessionId)> = sessions
-            .iter()
-            .map(|facts| {
-                let settings = self.config.for_class(&facts.client_class);
-                let baseline = self.history.rtt_baseline_ms(facts.id);
-                let health = scoring::health(settings, facts, baseline);
-                (health, u64::MAX - facts.app_idle_ms, facts.id)
-            })
-            .collect();
-        ranked.sort_unstable();
-        ranked
-            .into_iter()
-            .take(excess as usize)
-            .map(|(_, _, id)| id)
-            .collect()
+        // lowest id, so the choice is deterministic.
+        vigil_policy_sdk::first_by_rank(sessions, excess, |facts| {
+            let settings = self.config.for_class(&facts.client_class);
+            let baseline = self.history.rtt_baseline_ms(facts.id);
+            let health = scoring::health(settings, facts, baseline);
+            (health, std::cmp::Reverse(facts.app_idle_ms))
+        })
     }
 }
 

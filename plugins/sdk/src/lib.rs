@@ -51,6 +51,26 @@ pub trait Policy {
     ) -> Vec<SessionId>;
 }
 
+/// The `excess` sessions that rank first by `rank` (lowest first; ties go
+/// to the lower id, so the choice is deterministic): the usual shape of
+/// [`Policy::select_evictions`].
+pub fn first_by_rank<K: Ord>(
+    sessions: &[SessionFacts],
+    excess: u32,
+    rank: impl Fn(&SessionFacts) -> K,
+) -> Vec<SessionId> {
+    let mut ranked: Vec<(K, SessionId)> = sessions
+        .iter()
+        .map(|facts| (rank(facts), facts.id))
+        .collect();
+    ranked.sort_unstable();
+    ranked
+        .into_iter()
+        .take(excess as usize)
+        .map(|(_, id)| id)
+        .collect()
+}
+
 /// Writes a line to the host's log, tagged with the plugin's name.
 ///
 /// In a native build (the host's fallback, unit tests) there is no host to

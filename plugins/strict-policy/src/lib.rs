@@ -84,14 +84,7 @@ impl Policy for Strict {
         sessions: &[SessionFacts],
         excess: u32,
     ) -> Vec<SessionId> {
-        let mut ranked: Vec<(u8, SessionId)> =
-            sessions.iter().map(|f| (Self::health(f), f.id)).collect();
-        ranked.sort_unstable();
-        ranked
-            .into_iter()
-            .take(excess as usize)
-            .map(|(_, id)| id)
-            .collect()
+        vigil_policy_sdk::first_by_rank(sessions, excess, Self::health)
     }
 }
 
