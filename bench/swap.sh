@@ -54,21 +54,30 @@ fi
 TIMES=$(mktemp)
 for i in $(seq 1 "$SWAPS"); do
     if [ $((i % 2)) = 1 ]; then plugin=vigil_lenient_policy; else plugin=vigil_default_policy; fi
-    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X PUT \
+    response=$(curl -s -w ' %{http_code} %{time_total}' -X PUT \
         -H "Authorization: Bearer $TOKEN" --data-binary "@$PLUGINS/$plugin.wasm" \
-        "http://$ADMIN/admin/policy?name=$plugin.wasm" >>"$TIMES"
+        "http://$ADMIN/admin/policy?name=$plugin.wasm")
+    # "<code> <client seconds> <server swap ms>": the server measures from the
+    # request received to the new policy serving; the client adds the upload.
+    server_ms=$(printf '%s' "$response" | sed -nE 's/.*"swap_ms":([0-9.e+-]+).*/\1/p')
+    echo "${response##*\} } ${server_ms:-0}" >>"$TIMES"
 done
 [ -n "$PUBLISHER" ] && kill "$PUBLISHER" 2>/dev/null; PUBLISHER=
 
 AFTER=$(count)
 FAILED=$(awk '$1 != 200' "$TIMES" | wc -l)
 echo "sessions: ${SESSIONS} before, ${AFTER} after ${SWAPS} swaps; failed swaps: ${FAILED}"
-awk '{print $2 * 1000}' "$TIMES" | sort -n | awk '
-    { t[NR] = $1 }
-    END {
-        p50 = t[int(NR * 0.50) + 1]; p99 = t[int(NR * 0.99) + (NR * 0.99 == int(NR * 0.99) ? 0 : 1)]
-        printf "swap latency over %d swaps: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", NR, p50, p99, t[NR]
-    }'
+percentiles() { # percentiles LABEL: reads ms values, one per line
+    sort -n | awk -v label="$1" '
+        { t[NR] = $1 }
+        END {
+            p50 = t[int(NR * 0.50) + 1]; p99 = t[int(NR * 0.99) + (NR * 0.99 == int(NR * 0.99) ? 0 : 1)]
+            printf "%s over %d swaps: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", label, NR, p50, p99, t[NR]
+        }'
+}
+awk '{print $3}' "$TIMES" | percentiles "swap latency, server (request received -> new policy serving)"
+awk '{print $2 * 1000}' "$TIMES" | percentiles "swap latency, client (upload included)"
+
 curl -s "http://$HOST/metrics" | grep -E '^vigil_(policy_swaps_total|evictions_total)' || true
 rm -f "$TIMES"
 kill "$LOAD" 2>/dev/null || true

@@ -20,6 +20,14 @@ use crate::policy::{
 use crate::registry::Registry;
 use crate::session::{message_len, CloseRequest, Enqueued, Session};
 
+/// Ticks over which sessions are re-assessed after a swap.
+pub const REASSESS_SPREAD_TICKS: u64 = 10;
+
+/// Sessions a candidate policy is dry-run on before a swap: a snapshot of
+/// the current sessions, up to this many (`vigil policy check` covers
+/// batches of 10 000).
+pub const DRY_RUN_SESSIONS: usize = 2_000;
+
 /// Events buffered between ticks at most; beyond it events are dropped (and
 /// counted) rather than grow memory while the policy is slow.
 const EVENT_BUFFER: usize = 65_536;
@@ -239,14 +247,17 @@ impl Hub {
         session.facts(&state, now, timeout)
     }
 
-    /// Has every session assessed at the next tick: after a swap, the new
-    /// policy's decisions take effect at once rather than at each session's
-    /// next scheduled assessment.
+    /// Has every session assessed by the new policy within the next
+    /// [`REASSESS_SPREAD_TICKS`] ticks after a swap, rather than at each
+    /// session's next scheduled assessment; spread so that no single tick
+    /// carries every session at once.
     pub fn reassess_all(&self) {
         let now = Instant::now();
+        let tick = Duration::from_millis(self.config.sessions.tick_ms);
         self.registry.for_each(|session| {
             let mut state = session.lock();
-            state.reassess_at = now;
+            let slot = (session.id % REASSESS_SPREAD_TICKS) as u32;
+            state.reassess_at = state.reassess_at.min(now + tick * slot);
             // An overdue pong the old policy kept is news to the new one.
             state.overdue_reported = false;
         });
@@ -259,7 +270,7 @@ impl Hub {
         source: PluginSource,
         config_json: String,
     ) -> Result<Validated, RejectedCandidate> {
-        let (now_ms, snapshot) = self.facts_snapshot();
+        let (now_ms, snapshot) = self.facts_sample(DRY_RUN_SESSIONS);
         validate_off_runtime(
             self.engine.clone(),
             source,
@@ -315,16 +326,20 @@ impl Hub {
         })
     }
 
-    /// Every live session's facts as of now: the dry-run batch for a
-    /// candidate policy.
+    /// Every live session's facts as of now.
     pub fn facts_snapshot(&self) -> (u64, Vec<SessionFacts>) {
+        self.facts_sample(usize::MAX)
+    }
+
+    /// Up to `limit` live sessions' facts as of now.
+    pub fn facts_sample(&self, limit: usize) -> (u64, Vec<SessionFacts>) {
         let now = Instant::now();
-        let facts = self
-            .registry
-            .snapshot()
-            .iter()
-            .map(|s| self.facts(s, now))
-            .collect();
+        let mut facts = Vec::with_capacity(self.registry.len().min(limit));
+        self.registry.for_each(|session| {
+            if facts.len() < limit {
+                facts.push(self.facts(session, now));
+            }
+        });
         (self.now_ms(now), facts)
     }
 

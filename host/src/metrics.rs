@@ -232,6 +232,11 @@ impl Metrics {
                 stats.faults(kind)
             ));
         }
+        text.push_str("# HELP vigil_policy_shadow_disagreements Sessions a shadow policy judged differently from the active one.\n# TYPE vigil_policy_shadow_disagreements counter\n");
+        text.push_str(&format!(
+            "vigil_policy_shadow_disagreements_total {}\n",
+            policy.shadow_disagreements()
+        ));
         let info = policy.info();
         text.push_str(
             "# HELP vigil_policy_info The active policy plugin.\n# TYPE vigil_policy_info gauge\n",

@@ -397,29 +397,50 @@ pub async fn start(
     let (stop, stopped) = watch::channel(false);
     let admin_address = match &hub.config.admin.token {
         Some(_) => {
-            let admin_listener = TcpListener::bind(hub.config.admin.listen)
-                .await
+            // The admin API gets a runtime (and OS thread) of its own: under
+            // heavy session traffic a swap must not wait in the same run queue
+            // as thousands of session tasks.
+            let admin_listener = std::net::TcpListener::bind(hub.config.admin.listen)
                 .with_context(|| {
                     format!(
                         "cannot listen on {} for the admin API",
                         hub.config.admin.listen
                     )
                 })?;
+            admin_listener
+                .set_nonblocking(true)
+                .context("configuring the admin listener")?;
             let admin_address = admin_listener
                 .local_addr()
                 .context("reading the admin address")?;
             let app = crate::admin::router(Arc::clone(&hub));
             let mut admin_stopped = stopped.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(admin_listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = admin_stopped.wait_for(|stop| *stop).await;
-                    })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "admin API stopped");
-                }
-            });
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the admin runtime")?;
+            std::thread::Builder::new()
+                .name("vigil-admin".to_owned())
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let listener = match TcpListener::from_std(admin_listener) {
+                            Ok(listener) => listener,
+                            Err(error) => {
+                                tracing::error!(%error, "cannot serve the admin API");
+                                return;
+                            }
+                        };
+                        let served = axum::serve(listener, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = admin_stopped.wait_for(|stop| *stop).await;
+                            })
+                            .await;
+                        if let Err(error) = served {
+                            tracing::error!(%error, "admin API stopped");
+                        }
+                    });
+                })
+                .context("starting the admin thread")?;
             Some(admin_address)
         }
         None => {

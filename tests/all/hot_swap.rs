@@ -377,6 +377,11 @@ async fn a_shadow_strict_policy_records_disagreements_without_acting_until_promo
         "{report}"
     );
 
+    let metrics = http(address, "GET", "/metrics", None, None).await.text;
+    assert!(
+        metric(&metrics, "vigil_policy_shadow_disagreements_total") >= 1.0,
+        "{metrics}"
+    );
     let promoted = http(
         admin,
         "POST",

@@ -8,6 +8,7 @@
 //! active when the batch's turn came, and a swap waits for the batch in
 //! progress to finish on the old instance.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
@@ -168,6 +169,7 @@ impl Active {
 pub struct PolicyHandle {
     requests: mpsc::Sender<Request>,
     active: Arc<ArcSwap<Active>>,
+    shadow_disagreements: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PolicyHandle {
@@ -180,6 +182,7 @@ impl std::fmt::Debug for PolicyHandle {
 
 /// The policy thread's own state.
 struct PolicyThread {
+    shadow_disagreements: Arc<AtomicU64>,
     active: Supervisor,
     previous: Option<Supervisor>,
     shadow: Option<Shadow>,
@@ -201,7 +204,10 @@ impl PolicyThread {
                     let verdicts = self.shadow.is_some().then(|| outcome.verdicts.clone());
                     let _ = reply.send(outcome);
                     if let (Some(shadow), Some(verdicts)) = (self.shadow.as_mut(), verdicts) {
+                        let before = shadow.disagreements();
                         shadow.observe(now_ms, &sessions, &verdicts);
+                        self.shadow_disagreements
+                            .fetch_add(shadow.disagreements() - before, Ordering::Relaxed);
                     }
                 }
                 Request::Events(events) => {
@@ -220,9 +226,12 @@ impl PolicyThread {
                 }
                 Request::Swap { candidate, reply } => {
                     let old = std::mem::replace(&mut self.active, *candidate);
-                    self.previous = Some(old);
+                    let retired = self.previous.replace(old);
                     self.publish();
                     let _ = reply.send(PluginReport::of(&self.active));
+                    // Dropping an instance unmaps its memory: do it after the
+                    // caller has its answer.
+                    drop(retired);
                 }
                 Request::Rollback { reply } => {
                     let result = match self.previous.take() {
@@ -241,16 +250,17 @@ impl PolicyThread {
                     let _ = reply.send(());
                 }
                 Request::Promote { reply } => {
-                    let result = match self.shadow.take() {
+                    let (result, retired) = match self.shadow.take() {
                         Some(shadow) => {
                             let old = std::mem::replace(&mut self.active, shadow.into_supervisor());
-                            self.previous = Some(old);
+                            let retired = self.previous.replace(old);
                             self.publish();
-                            Ok(PluginReport::of(&self.active))
+                            (Ok(PluginReport::of(&self.active)), retired)
                         }
-                        None => Err(ChangeError::NoShadow),
+                        None => (Err(ChangeError::NoShadow), None),
                     };
                     let _ = reply.send(result);
+                    drop(retired);
                 }
                 Request::Overview { reply } => {
                     let _ = reply.send(PolicyOverview {
@@ -279,17 +289,23 @@ impl PolicyHandle {
     /// handle is dropped.
     pub fn spawn(supervisor: Supervisor) -> std::io::Result<Self> {
         let active = Arc::new(ArcSwap::from_pointee(Active::of(&supervisor)));
+        let shadow_disagreements = Arc::new(AtomicU64::new(0));
         let (requests, inbox) = mpsc::channel::<Request>();
         let policy_thread = PolicyThread {
             active: supervisor,
             previous: None,
             shadow: None,
             published: Arc::clone(&active),
+            shadow_disagreements: Arc::clone(&shadow_disagreements),
         };
         thread::Builder::new()
             .name("vigil-policy".to_owned())
             .spawn(move || policy_thread.serve(inbox))?;
-        Ok(PolicyHandle { requests, active })
+        Ok(PolicyHandle {
+            requests,
+            active,
+            shadow_disagreements,
+        })
     }
 
     fn send(&self, request: Request) -> Result<(), WorkerGone> {
@@ -404,6 +420,12 @@ impl PolicyHandle {
     /// Active or disabled.
     pub fn state(&self) -> PolicyState {
         self.stats().state()
+    }
+
+    /// Sessions any shadow candidate judged differently from the active
+    /// policy, over the life of the process.
+    pub fn shadow_disagreements(&self) -> u64 {
+        self.shadow_disagreements.load(Ordering::Relaxed)
     }
 
     /// The active plugin's name and hash.
