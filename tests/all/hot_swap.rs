@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
-    admin_address, admin_config, http, metric, session_count, start_host, upload, wait_until,
-    WsClient, ADMIN_TOKEN,
+    admin_address, admin_config, http, metric, session_count, sessions_become, start_host, upload,
+    wait_until, WsClient, ADMIN_TOKEN,
 };
 use vigil_tests::{generated_facts, test_plugins, DEFAULT_POLICY};
 
@@ -200,12 +200,8 @@ async fn swapping_to_the_strict_policy_evicts_a_frozen_client_the_noop_kept() {
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.text);
-    let evicted = wait_until(Duration::from_secs(2), || async {
-        session_count(address).await == 0
-    })
-    .await;
     assert!(
-        evicted.is_some(),
+        sessions_become(address, 0, Duration::from_secs(2)).await,
         "the strict policy's decision did not take effect"
     );
     let _ = server.shutdown().await;
@@ -305,12 +301,8 @@ async fn rollback_returns_to_the_previous_policy_and_its_behaviour() {
     // The default policy's behaviour is back: a frozen client goes.
     let frozen = WsClient::connect(address, "", &[]);
     frozen.signal("STOP");
-    let evicted = wait_until(Duration::from_secs(3), || async {
-        session_count(address).await == 0
-    })
-    .await;
     assert!(
-        evicted.is_some(),
+        sessions_become(address, 0, Duration::from_secs(3)).await,
         "the rolled-back default policy did not evict a frozen client"
     );
     let _ = server.shutdown().await;
@@ -391,11 +383,10 @@ async fn a_shadow_strict_policy_records_disagreements_without_acting_until_promo
     )
     .await;
     assert_eq!(promoted.status, 200, "{}", promoted.text);
-    let evicted = wait_until(Duration::from_secs(2), || async {
-        session_count(address).await == 0
-    })
-    .await;
-    assert!(evicted.is_some(), "the promoted strict policy did not act");
+    assert!(
+        sessions_become(address, 0, Duration::from_secs(2)).await,
+        "the promoted strict policy did not act"
+    );
     let overview = http(admin, "GET", "/admin/policy", None, Some(ADMIN_TOKEN))
         .await
         .json;

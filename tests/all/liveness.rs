@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{fast_config, http, metric, session_count, start_host, wait_until, WsClient};
+use crate::support::{
+    fast_config, http, metric, session_count, sessions_become, start_host, wait_until, WsClient,
+};
 use vigil_tests::{test_plugins, DEFAULT_POLICY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,12 +17,8 @@ async fn kill9_client_is_evicted_within_one_second() {
     assert_eq!(session_count(address).await, 2);
 
     client.kill9();
-    let gone = wait_until(Duration::from_secs(1), || async {
-        session_count(address).await == 1
-    })
-    .await;
     assert!(
-        gone.is_some(),
+        sessions_become(address, 1, Duration::from_secs(1)).await,
         "the killed client's session outlived one second"
     );
 
@@ -53,9 +51,8 @@ async fn frozen_client_is_evicted_after_ping_and_pong_timeout_and_stays_gone() {
     assert_eq!(session_count(address).await, 1);
 
     client.signal("STOP");
-    let evicted = wait_until(limit, || async { session_count(address).await == 0 }).await;
     assert!(
-        evicted.is_some(),
+        sessions_become(address, 0, limit).await,
         "a frozen client was not evicted within {limit:?}"
     );
 
@@ -145,11 +142,10 @@ async fn publishing_to_a_killed_client_removes_it_and_never_retries() {
     client.kill9();
     let publish = r#"{"to": {"identity": "doomed"}, "data": "are you there?"}"#;
     let _ = http(address, "POST", "/publish", Some(publish), None).await;
-    let gone = wait_until(Duration::from_secs(1), || async {
-        session_count(address).await == 0
-    })
-    .await;
-    assert!(gone.is_some(), "the killed client was kept");
+    assert!(
+        sessions_become(address, 0, Duration::from_secs(1)).await,
+        "the killed client was kept"
+    );
     let again = http(address, "POST", "/publish", Some(publish), None)
         .await
         .json;

@@ -8,7 +8,9 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{fast_config, http, metric, session_count, start_host, wait_until, WsClient};
+use crate::support::{
+    fast_config, http, metric, session_count, sessions_become, start_host, wait_until, WsClient,
+};
 use vigil_tests::{test_plugins, DEFAULT_POLICY};
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -144,11 +146,10 @@ async fn bad_input_ends_only_the_offending_session_with_the_right_code() {
             .as_deref(),
         Some("message still here")
     );
-    let gone = wait_until(Duration::from_secs(2), || async {
-        session_count(address).await == 1
-    })
-    .await;
-    assert!(gone.is_some(), "offending sessions were kept");
+    assert!(
+        sessions_become(address, 1, Duration::from_secs(2)).await,
+        "offending sessions were kept"
+    );
     let metrics = http(address, "GET", "/metrics", None, None).await.text;
     assert_eq!(
         metric(
@@ -226,11 +227,10 @@ async fn a_client_that_stops_reading_is_evicted_and_its_queue_stays_bounded() {
         max_queued <= hard_limit,
         "queue grew to {max_queued} bytes, limit {hard_limit}"
     );
-    let evicted = wait_until(Duration::from_secs(2), || async {
-        session_count(address).await == 0
-    })
-    .await;
-    assert!(evicted.is_some(), "the slow consumer was kept");
+    assert!(
+        sessions_become(address, 0, Duration::from_secs(2)).await,
+        "the slow consumer was kept"
+    );
     let metrics = http(address, "GET", "/metrics", None, None).await.text;
     assert!(
         metric(&metrics, "vigil_messages_dropped_total") >= 1.0,
@@ -391,12 +391,8 @@ async fn churn_of_clean_closes_kills_and_aborted_handshakes_leaves_nothing_behin
     for _ in 0..10 {
         WsClient::connect(address, "", &[]).kill9();
     }
-    let empty = wait_until(Duration::from_secs(5), || async {
-        session_count(address).await == 0
-    })
-    .await;
     assert!(
-        empty.is_some(),
+        sessions_become(address, 0, Duration::from_secs(5)).await,
         "sessions left after churn: {}",
         session_count(address).await
     );

@@ -210,6 +210,13 @@ pub fn assert_all_closed_with(clients: &mut [WsClient], expected: &str) {
     }
 }
 
+/// Whether the host comes to hold exactly `expected` sessions within `limit`.
+pub async fn sessions_become(address: SocketAddr, expected: u64, limit: Duration) -> bool {
+    wait_until(limit, || async { session_count(address).await == expected })
+        .await
+        .is_some()
+}
+
 /// A `ws-client` child process.
 pub struct WsClient {
     child: Child,
