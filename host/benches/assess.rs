@@ -75,6 +75,39 @@ fn assess(c: &mut Criterion) {
     }
     group.finish();
 
+    // A steady state: the same generated sessions, but 99 in 100 healthy
+    // (answering pings, no errors, no backlog), as in a host that already
+    // removed its dead sessions. Few verdicts evict, so fewer carry strings.
+    let mut group = c.benchmark_group("assess-steady");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let steady: Vec<_> = generated_facts(1_000, 0x5EED)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut facts)| {
+            if i % 100 != 0 {
+                facts.outstanding_pings = 0;
+                facts.oldest_ping_ms = None;
+                facts.pong_overdue = false;
+                facts.send_errors = 0;
+                facts.transport_errors = 0;
+                facts.backlog_ms = 0;
+                facts.dropped_frames = 0;
+                facts.app_idle_ms = facts.app_idle_ms.min(60_000);
+                facts.idle_ms = facts.idle_ms.min(facts.app_idle_ms);
+            }
+            facts
+        })
+        .collect();
+    group.throughput(Throughput::Elements(steady.len() as u64));
+    group.bench_function("native/1000", |b| {
+        b.iter(|| black_box(native.assess(NOW_MS, &steady)))
+    });
+    group.bench_function("wasm/1000", |b| {
+        b.iter(|| black_box(wasm_default.assess(NOW_MS, &steady).ok()))
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("instance");
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
