@@ -68,10 +68,7 @@ pub async fn tick_once(hub: &Hub, now: Instant) {
             state.next_ping_at = now + Duration::from_millis(timing.ping_interval_ms);
             session.wake();
         }
-        let overdue = state
-            .pings
-            .front()
-            .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) >= pong_timeout);
+        let overdue = state.pong_overdue(now, pong_timeout);
         if overdue && !state.overdue_reported {
             state.overdue_reported = true;
             state.significant = true;

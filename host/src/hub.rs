@@ -192,16 +192,9 @@ impl Hub {
         let Some(session) = self.registry.remove(id) else {
             return false;
         };
-        let tier = session.lock().tier;
-        self.metrics.sessions_active.set(self.registry.len() as i64);
-        self.metrics.evicted(reason, tier.as_str());
-        tracing::info!(session_id = id, peer = %session.peer, reason, tier = tier.as_str(), code, "session evicted");
+        self.count_removal(&session, reason, Some(code));
         session.request_close(CloseRequest {
             code,
-            reason: reason.to_owned(),
-        });
-        self.event(EventKind::Removed {
-            session: id,
             reason: reason.to_owned(),
         });
         true
@@ -212,13 +205,25 @@ impl Hub {
     /// already did.
     pub(crate) fn remove_ended(&self, session: &Session, reason: &str, event: EventKind) {
         self.event(event);
-        if self.registry.remove(session.id).is_none() {
-            return;
+        if self.registry.remove(session.id).is_some() {
+            self.count_removal(session, reason, None);
         }
+    }
+
+    /// Gauge, counter by reason and tier, log line and `removed` event for a
+    /// session just taken out of the registry; `code` when the host closes it.
+    fn count_removal(&self, session: &Session, reason: &str, code: Option<u16>) {
         let tier = session.lock().tier;
         self.metrics.sessions_active.set(self.registry.len() as i64);
         self.metrics.evicted(reason, tier.as_str());
-        tracing::info!(session_id = session.id, peer = %session.peer, reason, tier = tier.as_str(), "session removed");
+        tracing::info!(
+            session_id = session.id,
+            peer = %session.peer,
+            reason,
+            tier = tier.as_str(),
+            code,
+            "session removed"
+        );
         self.event(EventKind::Removed {
             session: session.id,
             reason: reason.to_owned(),
@@ -226,7 +231,7 @@ impl Hub {
     }
 
     /// Called when a session's task is done with its connection.
-    pub(crate) fn session_closed(&self, _session: &Session, clean: bool) {
+    pub(crate) fn session_closed(&self, clean: bool) {
         if clean {
             self.clean_closes.fetch_add(1, Ordering::Relaxed);
         }

@@ -222,8 +222,8 @@ impl Metrics {
         // The plugin's fault counters by kind live on the policy thread's
         // shared stats; append them in the same format.
         let stats = policy.stats();
-        let text = text.trim_end_matches("# EOF\n").to_owned();
-        let mut text = text;
+        // The registry's text ends with `# EOF`; it goes back at the end.
+        text.truncate(text.trim_end_matches("# EOF\n").len());
         text.push_str("# HELP vigil_policy_plugin_faults Plugin faults by kind.\n# TYPE vigil_policy_plugin_faults counter\n");
         for kind in FaultKind::ALL {
             text.push_str(&format!(

@@ -81,6 +81,16 @@ pub(crate) struct SessionState {
     pub(crate) tcp: Option<TcpFacts>,
 }
 
+impl SessionState {
+    /// The one definition of an overdue pong: the oldest unanswered ping is
+    /// older than the tier's pong timeout.
+    pub(crate) fn pong_overdue(&self, now: Instant, pong_timeout: Duration) -> bool {
+        self.pings
+            .front()
+            .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) >= pong_timeout)
+    }
+}
+
 /// Outcome of offering a message to a session's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -216,6 +226,7 @@ impl Session {
     ) -> SessionFacts {
         let since = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
         let oldest_ping = state.pings.front().map(|(_, sent)| *sent);
+        let pong_overdue = state.pong_overdue(now, pong_timeout);
         SessionFacts {
             id: self.id,
             client_class: Arc::clone(&self.class),
@@ -225,8 +236,7 @@ impl Session {
             since_pong_ms: state.last_pong.map(since),
             outstanding_pings: state.pings.len() as u32,
             oldest_ping_ms: oldest_ping.map(since),
-            pong_overdue: oldest_ping
-                .is_some_and(|sent| now.saturating_duration_since(sent) >= pong_timeout),
+            pong_overdue,
             last_rtt_ms: state.last_rtt_ms,
             send_errors: state.send_errors,
             transport_errors: state.transport_errors,
@@ -237,11 +247,6 @@ impl Session {
             tier: state.tier,
             tcp: state.tcp,
         }
-    }
-
-    /// Whether the session is closing (evicted or shutting down).
-    pub fn is_closing(&self) -> bool {
-        self.lock().close.is_some()
     }
 
     /// Tier, health, RTT, queue and last inbound activity, for the API.
@@ -547,7 +552,7 @@ async fn finish(
         SessionEnd::Requested(request) => {
             let clean =
                 close_handshake(&mut sink, &mut stream, request.code, &request.reason, grace).await;
-            hub.session_closed(session, clean);
+            hub.session_closed(clean);
         }
         SessionEnd::ClientClosed(code) => {
             // axum answers the client's close frame itself; flush it out.
@@ -560,7 +565,7 @@ async fn finish(
                     code,
                 },
             );
-            hub.session_closed(session, true);
+            hub.session_closed(true);
         }
         SessionEnd::Transport(detail) => {
             session.lock().transport_errors += 1;
@@ -573,7 +578,7 @@ async fn finish(
                     detail,
                 },
             );
-            hub.session_closed(session, false);
+            hub.session_closed(false);
         }
         SessionEnd::SendFailed(detail) => {
             session.lock().send_errors += 1;
@@ -587,7 +592,7 @@ async fn finish(
                     detail,
                 },
             );
-            hub.session_closed(session, false);
+            hub.session_closed(false);
         }
         SessionEnd::Protocol(code, detail) => {
             session.lock().transport_errors += 1;
@@ -602,7 +607,7 @@ async fn finish(
             );
             let clean =
                 close_handshake(&mut sink, &mut stream, code, "protocol error", grace).await;
-            hub.session_closed(session, clean);
+            hub.session_closed(clean);
         }
         SessionEnd::RateLimited => {
             tracing::info!(session_id = session.id, peer = %session.peer, "inbound frame rate exceeded");
@@ -616,7 +621,7 @@ async fn finish(
             );
             let clean =
                 close_handshake(&mut sink, &mut stream, 1008, "rate limit exceeded", grace).await;
-            hub.session_closed(session, clean);
+            hub.session_closed(clean);
         }
     }
 }

@@ -61,6 +61,15 @@ enum Mode {
     },
 }
 
+/// The `p` quantile (0..=1) of `sorted`, in ms; NaN when empty.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return f64::NAN;
+    };
+    let index = ((sorted.len() as f64 * p) as usize).min(last);
+    sorted[index].as_secs_f64() * 1e3
+}
+
 fn ensure_loopback(host: SocketAddr) -> Result<()> {
     if !host.ip().is_loopback() {
         bail!("vigil-load talks to loopback addresses only, not {host}");
@@ -126,15 +135,6 @@ async fn idle(host: SocketAddr, sessions: usize, concurrency: usize, hold: Durat
     }
     let open_secs = started.elapsed().as_secs_f64();
     connect_times.sort();
-    let pct = |p: f64| {
-        connect_times
-            .get(
-                ((connect_times.len() as f64 * p) as usize)
-                    .min(connect_times.len().saturating_sub(1)),
-            )
-            .map(|d| d.as_secs_f64() * 1e3)
-            .unwrap_or(0.0)
-    };
     println!(
         "{}",
         json!({
@@ -143,7 +143,7 @@ async fn idle(host: SocketAddr, sessions: usize, concurrency: usize, hold: Durat
             "failed": failures.len(),
             "first_failure": failures.first(),
             "open_seconds": open_secs,
-            "connect_ms": {"p50": pct(0.5), "p99": pct(0.99)},
+            "connect_ms": {"p50": percentile_ms(&connect_times, 0.5), "p99": percentile_ms(&connect_times, 0.99)},
             "holding_seconds": hold.as_secs(),
         })
     );
@@ -215,12 +215,6 @@ async fn kill_latency(host: SocketAddr, trials: usize) -> Result<()> {
         }
     }
     latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map(|d| d.as_secs_f64() * 1e3)
-            .unwrap_or(f64::NAN)
-    };
     println!(
         "{}",
         json!({
@@ -228,7 +222,12 @@ async fn kill_latency(host: SocketAddr, trials: usize) -> Result<()> {
             "trials": trials,
             "detected": latencies.len(),
             "missed_within_5s": missed,
-            "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)},
+            "latency_ms": {
+                "p50": percentile_ms(&latencies, 0.5),
+                "p90": percentile_ms(&latencies, 0.9),
+                "p99": percentile_ms(&latencies, 0.99),
+                "max": percentile_ms(&latencies, 1.0),
+            },
         })
     );
     Ok(())

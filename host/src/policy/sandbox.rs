@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -606,14 +606,6 @@ impl Sandbox {
                 excess,
             )
         })
-    }
-
-    /// Measures how long a fresh instance takes: new store, instantiate,
-    /// configure. For benchmarks and `policy check`.
-    pub fn time_restart(&mut self) -> Result<Duration, CallFault> {
-        let started = Instant::now();
-        self.restart()?;
-        Ok(started.elapsed())
     }
 }
 

@@ -336,21 +336,6 @@ impl PolicyHandle {
         .await
     }
 
-    /// [`PolicyHandle::assess`] for code outside an async runtime.
-    pub fn assess_blocking(
-        &self,
-        now_ms: u64,
-        sessions: Vec<SessionFacts>,
-    ) -> Result<AssessOutcome, WorkerGone> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Assess {
-            now_ms,
-            sessions,
-            reply,
-        })?;
-        answer.blocking_recv().map_err(|_| WorkerGone)
-    }
-
     /// Queues events for the plugin; does not wait.
     pub fn send_events(&self, events: Vec<Event>) -> Result<(), WorkerGone> {
         self.send(Request::Events(events))
