@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the host.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Work with policy plugins.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -68,6 +68,64 @@ pub struct ServeArgs {
     /// Reload the --policy file when it changes (validated like an admin swap).
     #[arg(long, requires = "policy")]
     pub watch: bool,
+    /// The OneBot v11 profile.
+    #[command(flatten)]
+    pub onebot: OneBotArgs,
+}
+
+/// `[onebot]` from the command line; each flag overrides the file.
+#[derive(Debug, Args)]
+pub struct OneBotArgs {
+    /// Serve the OneBot v11 forward-WebSocket endpoints (`/`, `/event`,
+    /// `/api`) as this bot account id.
+    #[arg(long, value_name = "ID")]
+    pub onebot_self_id: Option<i64>,
+    /// Nickname `get_login_info` reports [default: vigil].
+    #[arg(long, value_name = "NAME")]
+    pub onebot_nickname: Option<String>,
+    /// Heartbeat meta event interval, ms, under 30 000 [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub onebot_heartbeat_ms: Option<u64>,
+    /// Token the OneBot endpoints require [default: --access-token]; also
+    /// read from VIGIL_ONEBOT_ACCESS_TOKEN.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "VIGIL_ONEBOT_ACCESS_TOKEN",
+        hide_env_values = true
+    )]
+    pub onebot_access_token: Option<String>,
+    /// Send WebSocket Pings to OneBot clients [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub onebot_ws_ping: Option<bool>,
+    /// OneBot HTTP API on loopback that unknown actions are forwarded to.
+    #[arg(long, value_name = "URL")]
+    pub onebot_action_upstream: Option<String>,
+}
+
+impl OneBotArgs {
+    /// Writes the flags given over `config`; a self id enables the profile.
+    fn apply(self, config: &mut crate::config::OneBotConfig) {
+        if let Some(self_id) = self.onebot_self_id {
+            config.enabled = true;
+            config.self_id = Some(self_id);
+        }
+        if let Some(nickname) = self.onebot_nickname {
+            config.nickname = nickname;
+        }
+        if let Some(interval) = self.onebot_heartbeat_ms {
+            config.heartbeat_interval_ms = interval;
+        }
+        if let Some(token) = self.onebot_access_token {
+            config.access_token = Some(token);
+        }
+        if let Some(ws_ping) = self.onebot_ws_ping {
+            config.ws_ping = ws_ping;
+        }
+        if let Some(upstream) = self.onebot_action_upstream {
+            config.action_upstream = Some(upstream);
+        }
+    }
 }
 
 /// Which plugin, configured how.
@@ -110,7 +168,7 @@ impl Cli {
     /// Runs the chosen command.
     pub fn run(self) -> Result<()> {
         match self.command {
-            Command::Serve(args) => serve(args),
+            Command::Serve(args) => serve(*args),
             Command::Policy(PolicyCommand::Check(args)) => check(args),
         }
     }
@@ -202,6 +260,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.policy.watch = true;
     }
     apply_policy_args(&mut config, args.policy.policy, args.policy.policy_config);
+    args.onebot.apply(&mut config.onebot);
     config.validate()?;
 
     // The plugin is loaded, configured and health-checked before anything

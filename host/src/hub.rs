@@ -13,12 +13,13 @@ use vigil_policy_sdk::{Event, EventKind, SessionFacts, SessionId};
 
 use crate::config::VigilConfig;
 use crate::metrics::Metrics;
+use crate::onebot::OneBotProfile;
 use crate::policy::{
     validate_off_runtime, PluginReport, PluginSource, PolicyEngine, PolicyHandle,
     RejectedCandidate, Supervisor, Validated,
 };
 use crate::registry::Registry;
-use crate::session::{message_len, CloseRequest, Enqueued, Session};
+use crate::session::{message_len, CloseRequest, Endpoint, Enqueued, Session};
 
 /// Ticks over which sessions are re-assessed after a swap.
 pub const REASSESS_SPREAD_TICKS: u64 = 10;
@@ -54,6 +55,8 @@ pub struct Hub {
     pub engine: PolicyEngine,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The OneBot v11 profile, when enabled.
+    pub onebot: Option<OneBotProfile>,
     started: Instant,
     events: mpsc::Sender<Event>,
     event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
@@ -107,7 +110,12 @@ pub enum Target {
 
 impl Hub {
     /// A hub around a running policy thread.
-    pub fn new(config: VigilConfig, engine: PolicyEngine, policy: PolicyHandle) -> Arc<Self> {
+    pub fn new(
+        config: VigilConfig,
+        engine: PolicyEngine,
+        policy: PolicyHandle,
+        onebot: Option<OneBotProfile>,
+    ) -> Arc<Self> {
         let (events, inbox) = mpsc::channel(EVENT_BUFFER);
         Arc::new(Hub {
             config,
@@ -115,6 +123,7 @@ impl Hub {
             policy,
             engine,
             metrics: Metrics::new(),
+            onebot,
             started: Instant::now(),
             events,
             event_inbox: Mutex::new(Some(inbox)),
@@ -348,33 +357,50 @@ impl Hub {
         (self.now_ms(now), facts)
     }
 
-    /// Offers `data` to the targeted sessions' queues.
-    pub fn publish(&self, target: &Target, data: Message) -> PublishReport {
-        let size = message_len(&data);
+    /// Offers one message to one session's queue, within the queue's limits;
+    /// tells the policy of backpressure and counts what was dropped.
+    pub(crate) fn deliver(&self, session: &Session, message: Message) -> Enqueued {
+        let size = message_len(&message);
         let soft = self.config.sessions.queue_soft_bytes;
         let hard = self.config.sessions.queue_max_bytes;
+        let outcome = session.enqueue(message, size, soft, hard);
+        match outcome {
+            Enqueued::CrossedSoftMark(queued_bytes) => self.event(EventKind::Backpressure {
+                session: session.id,
+                queued_bytes: queued_bytes as u64,
+            }),
+            Enqueued::Dropped => {
+                self.metrics.messages_dropped.inc();
+            }
+            Enqueued::Immediate | Enqueued::Behind | Enqueued::Closing => {}
+        }
+        if matches!(
+            outcome,
+            Enqueued::Immediate | Enqueued::Behind | Enqueued::CrossedSoftMark(_)
+        ) {
+            self.metrics.messages_queued.inc();
+        }
+        outcome
+    }
+
+    /// Offers `data` to the targeted sessions' queues. Sessions whose
+    /// endpoint takes no published messages (OneBot `/api`) are skipped.
+    pub fn publish(&self, target: &Target, data: Message) -> PublishReport {
         let mut report = PublishReport::default();
-        let mut offer =
-            |session: &Arc<Session>| match session.enqueue(data.clone(), size, soft, hard) {
+        let mut offer = |session: &Arc<Session>| {
+            if !session.endpoint.receives_published() {
+                return;
+            }
+            match self.deliver(session, data.clone()) {
                 Enqueued::Immediate => report.delivered += 1,
-                Enqueued::Behind => {
+                Enqueued::Behind | Enqueued::CrossedSoftMark(_) => {
                     report.delivered += 1;
                     report.queued += 1;
                 }
-                Enqueued::CrossedSoftMark(queued_bytes) => {
-                    report.delivered += 1;
-                    report.queued += 1;
-                    self.event(EventKind::Backpressure {
-                        session: session.id,
-                        queued_bytes: queued_bytes as u64,
-                    });
-                }
-                Enqueued::Dropped => {
-                    report.dropped += 1;
-                    self.metrics.messages_dropped.inc();
-                }
+                Enqueued::Dropped => report.dropped += 1,
                 Enqueued::Closing => report.evicted += 1,
-            };
+            }
+        };
         match target {
             Target::All => self.registry.for_each(&mut offer),
             Target::Ids(ids) => {
@@ -395,8 +421,19 @@ impl Hub {
                 }
             }),
         }
-        self.metrics.messages_queued.inc_by(report.delivered);
         report
+    }
+
+    /// Offers a OneBot meta event (a heartbeat) to every `/` and `/event`
+    /// session.
+    pub(crate) fn publish_onebot_meta(&self, data: Message) {
+        self.registry.for_each(|session| {
+            if let Endpoint::OneBot { role, .. } = session.endpoint {
+                if role.receives_events() {
+                    self.deliver(session, data.clone());
+                }
+            }
+        });
     }
 
     /// Graceful shutdown: closes every session with 1001 and waits up to the

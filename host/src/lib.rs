@@ -19,6 +19,8 @@ pub mod hub;
 pub mod metrics;
 /// The "sessions grow while nothing comes in" alarm.
 pub mod monitor;
+/// The OneBot v11 forward-WebSocket profile: `/`, `/event`, `/api`.
+pub mod onebot;
 /// The policy runtime: loading plugins into the wasmtime sandbox, calling them
 /// under limits, and falling back to the native default policy on faults.
 pub mod policy;

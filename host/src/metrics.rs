@@ -29,6 +29,16 @@ pub struct SwapLabels {
     pub result: String,
 }
 
+/// Labels of `vigil_onebot_actions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OneBotActionLabels {
+    /// The action, when Vigil answers it itself; `other` (forwarded or
+    /// unsupported) or `malformed` otherwise: never a client's free text.
+    pub action: String,
+    /// `ok`, `async` or `failed`.
+    pub status: String,
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
     registry: Registry,
@@ -66,6 +76,8 @@ pub struct Metrics {
     pub swaps: Family<SwapLabels, Counter>,
     /// Time from a swap request to the new policy serving, seconds.
     pub swap_seconds: Histogram,
+    /// OneBot action requests answered, by action and status.
+    pub onebot_actions: Family<OneBotActionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,8 +112,14 @@ impl Metrics {
             swap_seconds: Histogram::new([
                 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5, 1.0, 5.0,
             ]),
+            onebot_actions: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "vigil_onebot_actions",
+            "OneBot action requests answered, by action and status",
+            metrics.onebot_actions.clone(),
+        );
         registry.register(
             "vigil_sessions_active",
             "Sessions open now",
@@ -199,6 +217,16 @@ impl Metrics {
             .get_or_create(&EvictionLabels {
                 reason: reason.to_owned(),
                 tier: tier.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an answered OneBot action.
+    pub fn onebot_action(&self, action: &'static str, retcode: i64) {
+        self.onebot_actions
+            .get_or_create(&OneBotActionLabels {
+                action: action.to_owned(),
+                status: crate::onebot::protocol::status_of(retcode).to_owned(),
             })
             .inc();
     }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use crate::config::VigilConfig;
 use crate::hub::{close_codes, Hub, Target};
 use crate::policy::{FaultKind, PolicyEngine, PolicyHandle};
-use crate::session::{self, Session};
+use crate::session::{self, Endpoint, Session};
 use crate::tcp::{ConnInfo, VigilListener};
 
 /// An API error: a status and `{"error": "..."}`.
@@ -61,10 +61,13 @@ pub fn router(hub: Arc<Hub>) -> Router {
             Arc::clone(&hub),
             require_token,
         ));
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .merge(protected)
-        .with_state(hub)
+        .merge(protected);
+    if hub.onebot.is_some() {
+        app = app.merge(crate::onebot::routes(&hub));
+    }
+    app.with_state(hub)
 }
 
 /// The token from `Authorization: Bearer` or `?access_token=`.
@@ -118,13 +121,6 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
-    if hub.is_shutting_down() {
-        return Err(AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        ));
-    }
-    make_room(&hub).await?;
     let identity = query
         .get("client_id")
         .cloned()
@@ -136,6 +132,29 @@ async fn upgrade(
         })
         .filter(|identity| !identity.is_empty());
     let class: Arc<str> = Arc::from(hub.config.sessions.default_class.as_str());
+    accept_session(hub, conn, upgrade, identity, class, Endpoint::Plain, None).await
+}
+
+/// Accepts a WebSocket upgrade as a session of `class` on `endpoint`:
+/// refuses during shutdown, makes room under the session limit, and queues
+/// `greeting` (OneBot's lifecycle event) before anything can be published
+/// to the session.
+pub(crate) async fn accept_session(
+    hub: Arc<Hub>,
+    conn: ConnInfo,
+    upgrade: WebSocketUpgrade,
+    identity: Option<String>,
+    class: Arc<str>,
+    endpoint: Endpoint,
+    greeting: Option<Message>,
+) -> Result<Response, AppError> {
+    if hub.is_shutting_down() {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        ));
+    }
+    make_room(&hub).await?;
     let server = &hub.config.server;
     let upgrade = upgrade
         .read_buffer_size(server.read_buffer_bytes)
@@ -153,8 +172,12 @@ async fn upgrade(
                 conn.peer,
                 identity,
                 class,
+                endpoint,
                 first_ping,
             ));
+            if let Some(greeting) = greeting {
+                hub.deliver(&session, greeting);
+            }
             hub.admit(Arc::clone(&session));
             session::run(hub, session, socket, conn.fd).await;
         }))
@@ -235,8 +258,18 @@ async fn publish(
         )
     })?;
     let target = parse_target(request.to)?;
+    let mut data = request.data;
+    if let Some(profile) = &hub.onebot {
+        // A OneBot event (an object with `post_type`) from a backend that
+        // left out `time` or `self_id` gets them, as clients require both.
+        crate::onebot::protocol::complete_event(
+            &mut data,
+            profile.self_id(),
+            crate::onebot::protocol::unix_seconds(),
+        );
+    }
     // Strings go out as they are; anything else as its JSON text.
-    let text = match request.data {
+    let text = match data {
         Value::String(text) => text,
         other => other.to_string(),
     };
@@ -393,7 +426,11 @@ pub async fn start(
     policy: PolicyHandle,
 ) -> anyhow::Result<RunningServer> {
     let address = listener.local_addr().context("reading the bound address")?;
-    let hub = Hub::new(config, engine, policy);
+    let onebot = crate::onebot::OneBotProfile::from_config(
+        &config.onebot,
+        config.server.access_token.as_deref(),
+    )?;
+    let hub = Hub::new(config, engine, policy, onebot);
     let (stop, stopped) = watch::channel(false);
     let admin_address = match &hub.config.admin.token {
         Some(_) => {
@@ -449,6 +486,10 @@ pub async fn start(
         }
     };
     let tick = tokio::spawn(crate::heartbeat::run(Arc::clone(&hub), stopped.clone()));
+    let onebot_heartbeats = tokio::spawn(crate::onebot::run_heartbeats(
+        Arc::clone(&hub),
+        stopped.clone(),
+    ));
     let app = router(Arc::clone(&hub)).into_make_service_with_connect_info::<ConnInfo>();
     let listener = VigilListener::new(listener, hub.config.tcp.clone());
     let task_hub = Arc::clone(&hub);
@@ -471,6 +512,7 @@ pub async fn start(
         let (served, closed) = tokio::join!(server, closing);
         served.context("serving HTTP")?;
         let _ = tick.await;
+        let _ = onebot_heartbeats.await;
         Ok(closed)
     });
     let policy_watch = match (&hub.config.policy.path, hub.config.policy.watch) {

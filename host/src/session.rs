@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use vigil_policy_sdk::{EventKind, FrameKind, SessionFacts, SessionId, TcpFacts, Tier};
 
 use crate::hub::Hub;
+use crate::onebot::OneBotRole;
 
 /// Pings that may be in flight at once; the policy hears of the first overdue
 /// one, more would only add noise.
@@ -35,6 +36,43 @@ pub struct CloseRequest {
     pub reason: String,
 }
 
+/// What a session's endpoint makes of it, beyond liveness: what its
+/// client's data frames mean, whether published messages reach it, and
+/// whether it gets WebSocket Pings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: data frames are the application's; published messages go out;
+    /// pinged by tier.
+    Plain,
+    /// A OneBot v11 endpoint.
+    OneBot {
+        /// `/`, `/event` or `/api`.
+        role: OneBotRole,
+        /// Whether the profile sends WebSocket Pings (`onebot.ws_ping`).
+        ws_ping: bool,
+    },
+}
+
+impl Endpoint {
+    /// Whether `POST /publish` delivers to it (OneBot `/api` takes none).
+    pub fn receives_published(self) -> bool {
+        match self {
+            Endpoint::Plain => true,
+            Endpoint::OneBot { role, .. } => role.receives_events(),
+        }
+    }
+
+    /// Whether the host sends it WebSocket Pings. Without them a probe only
+    /// refreshes the kernel's view of the socket (`TCP_INFO`), and no pong
+    /// can be overdue.
+    pub fn sends_pings(self) -> bool {
+        match self {
+            Endpoint::Plain => true,
+            Endpoint::OneBot { ws_ping, .. } => ws_ping,
+        }
+    }
+}
+
 /// What is known about a session, shared between its task, the tick, the
 /// publish path and the API.
 pub struct Session {
@@ -46,6 +84,8 @@ pub struct Session {
     pub identity: Option<String>,
     /// Client class, as policies see it.
     pub class: Arc<str>,
+    /// Which endpoint it came in on.
+    pub endpoint: Endpoint,
     /// When the session was accepted.
     pub connected_at: Instant,
     /// The same, as Unix time in ms, for the API.
@@ -115,6 +155,7 @@ impl Session {
         peer: SocketAddr,
         identity: Option<String>,
         class: Arc<str>,
+        endpoint: Endpoint,
         first_ping_in: Duration,
     ) -> Self {
         let now = Instant::now();
@@ -127,6 +168,7 @@ impl Session {
             peer,
             identity,
             class,
+            endpoint,
             connected_at: now,
             connected_unix_ms,
             state: Mutex::new(SessionState {
@@ -297,6 +339,14 @@ enum SessionEnd {
     RateLimited,
 }
 
+/// What the tick's probe request turns into for this session.
+enum Probe {
+    /// A WebSocket Ping with this sequence number.
+    Ping(u64),
+    /// Only a `TCP_INFO` refresh: the endpoint takes no pings.
+    Silent,
+}
+
 /// A simple token bucket over inbound frames.
 struct InboundLimiter {
     capacity: f64,
@@ -421,35 +471,43 @@ pub(crate) async fn run(hub: Arc<Hub>, session: Arc<Session>, socket: WebSocket,
 
     let end = loop {
         // Host requests first: a close ends the loop, a ping jumps the queue.
-        let (close, ping) = {
+        let (close, probe) = {
             let mut state = session.lock();
             let close = state.close.clone();
-            let ping = if state.ping_requested && close.is_none() {
+            let probe = if state.ping_requested && close.is_none() {
                 state.ping_requested = false;
-                let sequence = hub.next_ping_sequence();
-                let now = Instant::now();
-                state.pings.push_back((sequence, now));
-                while state.pings.len() > MAX_OUTSTANDING_PINGS {
-                    state.pings.pop_front();
+                if session.endpoint.sends_pings() {
+                    let sequence = hub.next_ping_sequence();
+                    let now = Instant::now();
+                    state.pings.push_back((sequence, now));
+                    while state.pings.len() > MAX_OUTSTANDING_PINGS {
+                        state.pings.pop_front();
+                    }
+                    state.last_ping_at = Some(now);
+                    Some(Probe::Ping(sequence))
+                } else {
+                    Some(Probe::Silent)
                 }
-                state.last_ping_at = Some(now);
-                Some(sequence)
             } else {
                 None
             };
-            (close, ping)
+            (close, probe)
         };
         if let Some(close) = close {
             break SessionEnd::Requested(close);
         }
-        if let Some(sequence) = ping {
-            control.push_back(Message::Ping(sequence.to_be_bytes().to_vec().into()));
+        if let Some(probe) = probe {
+            // Either way the kernel's view of the socket is refreshed: for a
+            // session without pings it is the probe.
             let tcp = crate::tcp::tcp_info(fd);
             session.lock().tcp = tcp;
-            hub.metrics.pings_sent.inc();
-            hub.event(EventKind::PingSent {
-                session: session.id,
-            });
+            if let Probe::Ping(sequence) = probe {
+                control.push_back(Message::Ping(sequence.to_be_bytes().to_vec().into()));
+                hub.metrics.pings_sent.inc();
+                hub.event(EventKind::PingSent {
+                    session: session.id,
+                });
+            }
         }
         let has_writes = needs_flush || !control.is_empty() || !session.lock().queue.is_empty();
 
@@ -486,7 +544,12 @@ pub(crate) async fn run(hub: Arc<Hub>, session: Arc<Session>, socket: WebSocket,
 }
 
 /// Records an inbound frame; `Some` when it ends the session.
-fn on_inbound(hub: &Hub, session: &Session, message: Message, now: Instant) -> Option<SessionEnd> {
+fn on_inbound(
+    hub: &Arc<Hub>,
+    session: &Arc<Session>,
+    message: Message,
+    now: Instant,
+) -> Option<SessionEnd> {
     let kind = frame_kind(&message);
     let size = match &message {
         Message::Ping(payload) | Message::Pong(payload) => payload.len(),
@@ -506,6 +569,16 @@ fn on_inbound(hub: &Hub, session: &Session, message: Message, now: Instant) -> O
             state.last_app = Some(now);
             drop(state);
             hub.count_app_frame();
+            if let Endpoint::OneBot { role, .. } = session.endpoint {
+                if role.answers_actions() {
+                    let frame: &[u8] = match &message {
+                        Message::Text(text) => text.as_bytes(),
+                        Message::Binary(bytes) => bytes,
+                        _ => &[],
+                    };
+                    crate::onebot::on_action(hub, session, frame);
+                }
+            }
         }
         Message::Ping(_) => {}
         Message::Pong(payload) => {

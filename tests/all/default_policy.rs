@@ -213,3 +213,126 @@ fn default_policy_config_errors_name_the_setting() {
         }
     }
 }
+
+/// A bot that answers pings but has said nothing for three hours and whose
+/// last write failed once, in `class`.
+fn quiet_bot_with_one_failed_write(id: u64, class: &str) -> vigil::sdk::SessionFacts {
+    let mut facts = vigil::sdk::SessionFacts::new(id, class);
+    facts.age_ms = 4 * 3_600_000;
+    facts.app_idle_ms = 3 * 3_600_000;
+    facts.idle_ms = 10_000;
+    facts.since_pong_ms = Some(10_000);
+    facts.last_rtt_ms = Some(1);
+    facts.tier = Tier::KeepAlive;
+    facts
+}
+
+fn verdicts_through_wasm(config: &str, sessions: &[vigil::sdk::SessionFacts]) -> Vec<Verdict> {
+    let mut sandbox = match load("default-policy", DEFAULT_POLICY, config) {
+        Ok(sandbox) => sandbox,
+        Err(error) => panic!("config {config} should load: {error}"),
+    };
+    match sandbox.assess(SCENARIO_NOW_MS, sessions) {
+        Ok(verdicts) => verdicts,
+        Err(fault) => panic!("assess faulted: {fault:?}"),
+    }
+}
+
+#[test]
+fn onebot_sessions_get_the_onebot_preset_without_asking() {
+    let silent_bot = quiet_bot_with_one_failed_write(1, "onebot");
+    let silent_client = quiet_bot_with_one_failed_write(2, "default");
+    let verdicts = verdicts_through_wasm("{}", &[silent_bot.clone(), silent_client.clone()]);
+    assert_eq!(
+        (verdicts[0].tier, &verdicts[0].action),
+        (Tier::KeepAlive, &Action::Keep),
+        "a bot silent for hours that answers pings stays"
+    );
+    assert_eq!(
+        evicted_for(&verdicts[1]),
+        Some(("idle", close_codes::IDLE)),
+        "an ordinary client silent for hours is evicted as idle"
+    );
+
+    let mut failed_bot = silent_bot;
+    failed_bot.send_errors = 1;
+    let mut failed_client = silent_client;
+    failed_client.send_errors = 1;
+    failed_client.app_idle_ms = 1_000;
+    let verdicts = verdicts_through_wasm("{}", &[failed_bot, failed_client]);
+    assert_eq!(
+        evicted_for(&verdicts[0]),
+        Some(("send-failures", close_codes::SEND_FAILURES)),
+        "one failed write evicts a bot"
+    );
+    assert!(
+        evicted_for(&verdicts[1]).is_none(),
+        "an ordinary client survives one failed write: {:?}",
+        verdicts[1]
+    );
+}
+
+#[test]
+fn a_class_can_take_the_onebot_preset_or_opt_out_of_it() {
+    let config = r#"{"classes": {
+        "bots": {"preset": "onebot"},
+        "onebot": {"preset": null},
+        "tuned": {"preset": "onebot", "send_failures_to_evict": 2}
+    }}"#;
+    let policy = match vigil_default_policy::Config::from_json(config) {
+        Ok(config) => config,
+        Err(error) => panic!("config should parse: {error}"),
+    };
+    assert_eq!(policy.for_class("bots").idle_evict_ms, 0);
+    assert_eq!(policy.for_class("bots").send_failures_to_evict, 1);
+    assert_eq!(
+        policy.for_class("onebot"),
+        policy.base(),
+        "`preset: null` leaves the class on the top-level settings"
+    );
+    assert_eq!(
+        policy.for_class("tuned").send_failures_to_evict,
+        2,
+        "the class's own settings win over its preset"
+    );
+    assert_eq!(policy.for_class("tuned").idle_evict_ms, 0);
+
+    for (config, expected) in [
+        (r#"{"classes": {"x": {"preset": "nope"}}}"#, "`nope`"),
+        (r#"{"classes": {"x": {"preset": 3}}}"#, "preset"),
+    ] {
+        match load("default-policy", DEFAULT_POLICY, config) {
+            Ok(_) => panic!("config {config} should be refused"),
+            Err(error) => assert!(
+                error.to_string().contains(expected),
+                "config {config}: unhelpful error: {error}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn inbound_silence_evicts_only_when_configured() {
+    let mut frozen = quiet_bot_with_one_failed_write(1, "onebot");
+    frozen.idle_ms = 61_000;
+    frozen.since_pong_ms = None;
+    frozen.last_rtt_ms = None;
+    let kept = verdicts_through_wasm("{}", std::slice::from_ref(&frozen));
+    assert_eq!(
+        kept[0].action,
+        Action::Keep,
+        "silence alone is not death by default"
+    );
+    let config = r#"{"classes": {"onebot": {"silent_evict_ms": 60000}}}"#;
+    let evicted = verdicts_through_wasm(config, std::slice::from_ref(&frozen));
+    assert_eq!(
+        evicted_for(&evicted[0]),
+        Some(("silent", close_codes::SILENT))
+    );
+    let native = DefaultPolicy::new(match vigil_default_policy::Config::from_json(config) {
+        Ok(config) => config,
+        Err(error) => panic!("config should parse: {error}"),
+    })
+    .verdict(&frozen);
+    assert_eq!(native, evicted[0], "the fallback decides the same");
+}

@@ -9,6 +9,7 @@ mod hostile_plugins;
 mod hot_swap;
 mod liveness;
 mod loading;
+mod onebot;
 mod policy_thread;
 mod robustness;
 mod support;

@@ -224,11 +224,15 @@ pub struct WsClient {
 }
 
 impl WsClient {
-    /// Starts a client and waits until it is connected.
+    /// Starts a client on `/ws` and waits until it is connected.
     pub fn connect(address: SocketAddr, query: &str, args: &[&str]) -> WsClient {
-        let url = format!("ws://{address}/ws{query}");
+        Self::connect_url(&format!("ws://{address}/ws{query}"), args)
+    }
+
+    /// Starts a client on any URL and waits until it is connected.
+    pub fn connect_url(url: &str, args: &[&str]) -> WsClient {
         let mut child = match Command::new(env!("CARGO_BIN_EXE_ws-client"))
-            .arg(&url)
+            .arg(url)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -25,6 +25,12 @@ pub struct Settings {
     /// Application silence after which a `keep-alive` session is evicted as
     /// idle; 0 never evicts for silence. Default 600 000 ms (10 min).
     pub idle_evict_ms: u64,
+    /// Inbound silence of any kind — the client's own pings and actions
+    /// included — after which a session is evicted; 0 never. For endpoints
+    /// the host does not ping (OneBot with `ws_ping = false`) this is how a
+    /// client that pings the server, as NoneBot2's websockets driver does
+    /// every 20 s, is found frozen. Default 0.
+    pub silent_evict_ms: u64,
     /// Evict when the pong is overdue and at least this many pings are
     /// unanswered. Default 1: the first overdue pong evicts.
     pub overdue_pings_to_evict: u32,
@@ -55,6 +61,7 @@ impl Default for Settings {
             probe_below_health: 40,
             keep_alive_after_ms: 120_000,
             idle_evict_ms: 600_000,
+            silent_evict_ms: 0,
             overdue_pings_to_evict: 1,
             send_failures_to_evict: 3,
             dropped_frames_to_evict: 1,
@@ -120,16 +127,53 @@ impl Settings {
     }
 }
 
+/// Built-in class presets: named bundles of settings a class takes with
+/// `"preset": "<name>"`, under its own overrides. A class named like a preset
+/// takes it without asking (so `onebot` sessions get the `onebot` preset
+/// unless their class entry says `"preset": null`).
+pub const PRESETS: &[(&str, &str)] = &[(
+    "onebot",
+    // Bots are quiet for hours between messages: never evict them for
+    // application silence, only watch them in keep-alive after 5 min. Their
+    // deliveries matter, so the first failed write, the first dropped
+    // message, or 5 s of backlog evicts (the framework reconnects).
+    r#"{
+        "keep_alive_after_ms": 300000,
+        "idle_evict_ms": 0,
+        "send_failures_to_evict": 1,
+        "dropped_frames_to_evict": 1,
+        "backlog_evict_ms": 5000
+    }"#,
+)];
+
+fn preset(name: &str) -> Option<Map<String, Value>> {
+    let (_, json) = PRESETS.iter().find(|(preset, _)| *preset == name)?;
+    match serde_json::from_str(json) {
+        Ok(Value::Object(settings)) => Some(settings),
+        _ => None,
+    }
+}
+
 /// Overrides for one client class, as written in the config: any subset of
 /// [`Settings`]' fields, applied on top of the top-level values.
 pub type ClassOverrides = Map<String, Value>;
 
 /// The whole configuration: top-level [`Settings`] plus per-class overrides,
 /// resolved once at `configure` time so assessment does no merging.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     base: Settings,
     classes: BTreeMap<String, Settings>,
+}
+
+impl Default for Config {
+    /// Every default, with the built-in presets' classes.
+    fn default() -> Self {
+        Config::from_json("{}").unwrap_or_else(|_| Config {
+            base: Settings::default(),
+            classes: BTreeMap::new(),
+        })
+    }
 }
 
 /// Why a configuration was refused; the message names the setting.
@@ -189,9 +233,7 @@ impl Config {
     /// { "idle_evict_ms": 0, "classes": { "onebot": { "send_failures_to_evict": 1 } } }
     /// ```
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        if json.trim().is_empty() {
-            return Ok(Config::default());
-        }
+        let json = if json.trim().is_empty() { "{}" } else { json };
         let parse = |scope: &str, source| ConfigError::Parse {
             scope: scope.to_owned(),
             source,
@@ -219,16 +261,46 @@ impl Config {
         let base: Settings = settings_from(Value::Object(top.clone())).map_err(|e| parse("", e))?;
         base.validate("")?;
 
+        // Preset-named classes take their preset even when not mentioned.
+        let mut classes = classes;
+        for (name, _) in PRESETS {
+            classes
+                .entry((*name).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
         let mut resolved = BTreeMap::new();
         for (class, overrides) in classes {
-            let Value::Object(overrides) = overrides else {
+            let Value::Object(mut overrides) = overrides else {
                 return Err(ConfigError::Invalid {
                     scope: class,
                     setting: "classes".to_owned(),
                     why: format!("entry must be an object, got {}", json_type(&overrides)),
                 });
             };
+            let preset_name = match overrides.remove("preset") {
+                None => preset(&class).is_some().then(|| class.clone()),
+                Some(Value::Null) => None,
+                Some(Value::String(name)) => Some(name),
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        scope: class,
+                        setting: "preset".to_owned(),
+                        why: format!("must be a preset name or null, got {}", json_type(&other)),
+                    })
+                }
+            };
             let mut merged = top.clone();
+            if let Some(name) = preset_name {
+                let Some(settings) = preset(&name) else {
+                    let known: Vec<&str> = PRESETS.iter().map(|(name, _)| *name).collect();
+                    return Err(ConfigError::Invalid {
+                        scope: class,
+                        setting: "preset".to_owned(),
+                        why: format!("names no preset: `{name}` (known: {})", known.join(", ")),
+                    });
+                };
+                merged.extend(settings);
+            }
             merged.extend(overrides);
             let settings: Settings =
                 settings_from(Value::Object(merged)).map_err(|e| parse(&class, e))?;
@@ -239,6 +311,11 @@ impl Config {
             base,
             classes: resolved,
         })
+    }
+
+    /// The settings every class without an entry of its own uses.
+    pub fn base(&self) -> &Settings {
+        &self.base
     }
 
     /// The settings for sessions of `client_class`.

@@ -14,14 +14,16 @@
 //! `fast` tier, quiet ones that still answer pings in `keep-alive`, the rest
 //! in `regular`. A session is evicted for an overdue pong, repeated send
 //! failures, a backlog that lasts or overflows, or (in `keep-alive`, when
-//! configured) application silence past the idle limit. Under capacity
+//! configured) application silence past the idle limit, or (when configured)
+//! inbound silence of any kind. Client classes can take a built-in preset
+//! (`onebot` does by default; see [`config::PRESETS`]). Under capacity
 //! pressure the least healthy sessions go first.
 
 mod config;
 mod history;
 mod scoring;
 
-pub use config::{ClassOverrides, Config, ConfigError};
+pub use config::{ClassOverrides, Config, ConfigError, Settings, PRESETS};
 
 use history::History;
 use vigil_policy_sdk::{Action, Event, Eviction, Policy, SessionFacts, SessionId, Tier, Verdict};
@@ -37,6 +39,9 @@ pub mod close_codes {
     pub const BACKLOG: u16 = 4002;
     /// No application traffic for longer than the idle limit.
     pub const IDLE: u16 = 4003;
+    /// Nothing at all from the client (not even its own pings) for longer
+    /// than the silence limit.
+    pub const SILENT: u16 = 4004;
 }
 
 /// The default policy: [`Config`] plus the per-session RTT history it learns
@@ -106,6 +111,9 @@ fn decide_action(
     }
     if facts.backlog_ms >= settings.backlog_evict_ms {
         return evict("backlog", close_codes::BACKLOG);
+    }
+    if settings.silent_evict_ms > 0 && facts.idle_ms >= settings.silent_evict_ms {
+        return evict("silent", close_codes::SILENT);
     }
     if tier == Tier::KeepAlive
         && settings.idle_evict_ms > 0

@@ -1,10 +1,13 @@
 //! A WebSocket client the tests run as a real child process, so they can
 //! `SIGKILL` it, `SIGSTOP` it, or have it stop reading.
 //!
-//! `ws-client URL [--no-read] [--send-every-ms N]`
+//! `ws-client URL [--no-read] [--send-every-ms N] [--ping-every-ms N]`
 //!
 //! Prints `connected` once the handshake is done, `message <text>` for every
-//! text message, and `closed <code> <reason>` when the server closes.
+//! text message, `ping` for every Ping from the server (answered as
+//! tungstenite does), and `closed <code> <reason>` when the server closes.
+//! `--ping-every-ms` makes it ping the server itself, as some bot
+//! frameworks' drivers do.
 
 use std::io::Write;
 use std::time::Duration;
@@ -22,15 +25,18 @@ fn say(line: &str) {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(url) = args.first() else {
-        eprintln!("usage: ws-client URL [--no-read] [--send-every-ms N]");
+        eprintln!("usage: ws-client URL [--no-read] [--send-every-ms N] [--ping-every-ms N]");
         std::process::exit(2);
     };
     let no_read = args.iter().any(|a| a == "--no-read");
-    let send_every = args
-        .iter()
-        .position(|a| a == "--send-every-ms")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse::<u64>().ok());
+    let every = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let send_every = every("--send-every-ms");
+    let ping_every = every("--ping-every-ms");
 
     let (socket, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
         Ok(connected) => connected,
@@ -51,6 +57,8 @@ async fn main() {
 
     let mut ticker = tokio::time::interval(Duration::from_millis(send_every.unwrap_or(3_600_000)));
     ticker.tick().await;
+    let mut pinger = tokio::time::interval(Duration::from_millis(ping_every.unwrap_or(3_600_000)));
+    pinger.tick().await;
     loop {
         tokio::select! {
             message = stream.next() => match message {
@@ -63,6 +71,7 @@ async fn main() {
                     let _ = sink.close().await;
                     return;
                 }
+                Some(Ok(Message::Ping(_))) => say("ping"),
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     say(&format!("error {error}"));
@@ -75,6 +84,11 @@ async fn main() {
             },
             _ = ticker.tick(), if send_every.is_some() => {
                 if sink.send(Message::Text("hello".into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = pinger.tick(), if ping_every.is_some() => {
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return;
                 }
             }

@@ -1,0 +1,200 @@
+//! Forwarding actions Vigil does not answer itself to a real OneBot backend
+//! over its HTTP API (`POST {upstream}/{action}`, params as the JSON body),
+//! and relaying the answer. Whatever goes wrong — refused, timed out, not a
+//! OneBot answer — the client still gets an answer, never silence.
+
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::protocol::{retcode, ActionResponse};
+
+/// Largest upstream answer relayed, bytes; bigger ones are refused.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// Checks that `text` is an `http://` URL on a loopback address: actions
+/// carry the bot's traffic, and Vigil only talks to a backend on this
+/// machine.
+pub fn parse_loopback_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+    if url.scheme() != "http" {
+        return Err(format!("must be http://, not {}://", url.scheme()));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if !loopback {
+        return Err("must be on a loopback address (127.0.0.0/8, ::1 or localhost)".to_owned());
+    }
+    Ok(url)
+}
+
+/// A OneBot HTTP API to forward actions to.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    base: Url,
+    client: reqwest::Client,
+}
+
+/// A OneBot HTTP API answer, as far as Vigil reads it.
+#[derive(Deserialize)]
+struct UpstreamAnswer {
+    retcode: i64,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    wording: Option<String>,
+}
+
+impl Upstream {
+    /// An upstream at `base` (checked by [`parse_loopback_url`]), each call
+    /// bounded by `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let base = parse_loopback_url(base).map_err(|why| anyhow::anyhow!("{base}: {why}"))?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|error| anyhow::anyhow!("cannot build the upstream HTTP client: {error}"))?;
+        Ok(Upstream { base, client })
+    }
+
+    fn action_url(&self, action: &str) -> Result<Url, String> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| format!("{} cannot take a path", self.base))?
+            .pop_if_empty()
+            .push(action);
+        Ok(url)
+    }
+
+    /// Asks the upstream; always returns an answer for the client.
+    pub async fn call(
+        &self,
+        action: &str,
+        params: &Map<String, Value>,
+        echo: Option<Box<RawValue>>,
+    ) -> ActionResponse {
+        match self.try_call(action, params).await {
+            Ok(answer) => {
+                let message = answer.message.or(answer.wording);
+                let data = answer.data.unwrap_or_else(|| RawValue::NULL.to_owned());
+                ActionResponse::with_raw_data(answer.retcode, data, message, echo)
+            }
+            Err(why) => {
+                tracing::warn!(action, upstream = %self.base, %why, "action upstream failed");
+                ActionResponse::failed(
+                    retcode::BAD_REQUEST,
+                    format!("action upstream {}: {why}", self.base),
+                    echo,
+                )
+            }
+        }
+    }
+
+    async fn try_call(
+        &self,
+        action: &str,
+        params: &Map<String, Value>,
+    ) -> Result<UpstreamAnswer, String> {
+        let url = self.action_url(action)?;
+        let response = self
+            .client
+            .post(url)
+            .json(params)
+            .send()
+            .await
+            .map_err(|error| describe(&error))?;
+        let status = response.status();
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
+        }
+        let body = response.bytes().await.map_err(|error| describe(&error))?;
+        if body.len() > MAX_ANSWER_BYTES {
+            return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
+        }
+        match serde_json::from_slice::<UpstreamAnswer>(&body) {
+            Ok(answer) => Ok(answer),
+            // OneBot HTTP APIs answer an unknown action with a bare 404.
+            Err(_) if status == reqwest::StatusCode::NOT_FOUND => Ok(UpstreamAnswer {
+                retcode: retcode::UNSUPPORTED,
+                data: None,
+                message: Some(format!("unsupported action `{action}` (upstream: 404)")),
+                wording: None,
+            }),
+            Err(error) => Err(format!(
+                "answered HTTP {status} without a OneBot response ({error})"
+            )),
+        }
+    }
+}
+
+/// The cause a client can act on: unreachable, timed out, or what it was.
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        format!("unreachable ({cause})")
+    } else {
+        error.to_string()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)] // a failed expectation is the test failing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_http_upstreams_are_accepted() {
+        for good in [
+            "http://127.0.0.1:5700",
+            "http://127.8.0.1:5700/onebot/",
+            "http://[::1]:5700",
+            "http://localhost:5700",
+        ] {
+            assert!(parse_loopback_url(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("https://127.0.0.1:5700", "http://"),
+            ("http://10.0.0.1:5700", "loopback"),
+            ("http://example.com", "loopback"),
+            ("127.0.0.1:5700", "http://"),
+            ("nonsense", "URL"),
+        ] {
+            let error = parse_loopback_url(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn actions_are_posted_under_the_base_path() {
+        let upstream =
+            Upstream::new("http://127.0.0.1:5700/onebot/", Duration::from_secs(1)).expect("valid");
+        assert_eq!(
+            upstream.action_url("send_msg").expect("url").as_str(),
+            "http://127.0.0.1:5700/onebot/send_msg"
+        );
+        let bare = Upstream::new("http://127.0.0.1:5700", Duration::from_secs(1)).expect("valid");
+        assert_eq!(
+            bare.action_url("send_msg").expect("url").as_str(),
+            "http://127.0.0.1:5700/send_msg"
+        );
+    }
+}
