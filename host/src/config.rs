@@ -109,7 +109,7 @@ impl OneBotConfig {
             bail!("[onebot] self_id is required when the OneBot profile is enabled (the bot account's id, sent in every event)");
         }
         if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= 30_000 {
-            bail!("[onebot] heartbeat_interval_ms must be between 1 and 29 999: clients drop a connection that hears nothing for 30 s");
+            bail!("[onebot] heartbeat_interval_ms must be between 1 and 29 999 (under 30 s): clients drop a connection that hears nothing for 30 s");
         }
         if self.action_timeout_ms == 0 {
             bail!("[onebot] action_timeout_ms must be above 0");

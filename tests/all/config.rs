@@ -33,6 +33,12 @@ fn the_example_config_parses_to_the_documented_defaults() {
         config.server.read_buffer_bytes,
         defaults.server.read_buffer_bytes
     );
+    assert!(!config.onebot.enabled, "the OneBot profile is opt-in");
+    assert_eq!(
+        config.onebot.heartbeat_interval_ms,
+        defaults.onebot.heartbeat_interval_ms
+    );
+    assert_eq!(config.onebot.ws_ping, defaults.onebot.ws_ping);
 }
 
 fn parse(text: &str) -> anyhow::Result<VigilConfig> {
@@ -74,6 +80,20 @@ fn config_mistakes_are_named() {
             "both `config` and `config_file`",
         ),
         ("[server]\nlisten = \"nowhere\"\n", "listen"),
+        ("[onebot]\nenabled = true\n", "self_id is required"),
+        (
+            "[onebot]\nenabled = true\nself_id = 1\nheartbeat_interval_ms = 30000\n",
+            "under 30 s",
+        ),
+        (
+            "[onebot]\nenabled = true\nself_id = 1\naction_upstream = \"http://10.1.2.3:5700\"\n",
+            "loopback",
+        ),
+        (
+            "[onebot]\nenabled = true\nself_id = 1\naction_upstream = \"https://127.0.0.1\"\n",
+            "http://",
+        ),
+        ("[onebot]\nself_id = \"bot\"\n", "self_id"),
     ] {
         match parse(text) {
             Ok(_) => panic!("{text:?} should be refused"),

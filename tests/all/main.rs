@@ -11,5 +11,6 @@ mod liveness;
 mod loading;
 mod onebot;
 mod policy_thread;
+mod real_clients;
 mod robustness;
 mod support;

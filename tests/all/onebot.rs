@@ -382,10 +382,10 @@ async fn the_token_is_checked_before_the_upgrade() {
 }
 
 /// What the test upstream was asked: (action, params), in order.
-type UpstreamCalls = Arc<Mutex<Vec<(String, Value)>>>;
+pub(crate) type UpstreamCalls = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A OneBot HTTP API backend: answers `send_msg`, records what it got.
-async fn start_upstream(calls: UpstreamCalls) -> SocketAddr {
+pub(crate) async fn start_upstream(calls: UpstreamCalls) -> SocketAddr {
     use axum::extract::{Path, State};
     use axum::routing::post;
     let app = axum::Router::new()

@@ -175,7 +175,7 @@ mod tests {
             ("https://127.0.0.1:5700", "http://"),
             ("http://10.0.0.1:5700", "loopback"),
             ("http://example.com", "loopback"),
-            ("127.0.0.1:5700", "http://"),
+            ("127.0.0.1:5700", "not a URL"),
             ("nonsense", "URL"),
         ] {
             let error = parse_loopback_url(bad).expect_err(bad);
