@@ -155,10 +155,11 @@ pub struct ServerConfig {
     /// `Authorization: Bearer <token>` or `?access_token=<token>`. Default none.
     pub access_token: Option<String>,
     /// Per-connection WebSocket read buffer, bytes, allocated up front for
-    /// every session. Default 1 024: measured at ~5 KB of RSS per idle
-    /// session against ~8 KB with 4 KiB (BENCHMARKS.md); tungstenite's own
-    /// default of 128 KiB would cost 128 KiB per idle session. Larger
-    /// messages are simply read in more chunks.
+    /// every session. Default 512: it is most of an idle session's memory
+    /// after the task itself (BENCHMARKS.md); tungstenite's own default of
+    /// 128 KiB would cost 128 KiB per idle session. A frame larger than the
+    /// buffer grows it to the frame's size, so large messages are still
+    /// read in large reads.
     pub read_buffer_bytes: usize,
     /// Per-connection WebSocket write buffer target, bytes. Default 4 096.
     pub write_buffer_bytes: usize,
@@ -172,7 +173,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             access_token: None,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 4096,
             max_message_bytes: 1 << 20,
         }

@@ -179,7 +179,7 @@ pub(crate) async fn accept_session(
                 hub.deliver(&session, greeting);
             }
             hub.admit(Arc::clone(&session));
-            session::run(hub, session, socket, conn.fd).await;
+            session::start(hub, session, socket, conn.fd);
         }))
 }
 

@@ -387,17 +387,17 @@ fn drive_writes(
     cx: &mut Context<'_>,
     sink: &mut WsSink,
     session: &Session,
-    control: &mut VecDeque<Message>,
+    control: &mut Option<Message>,
     needs_flush: &mut bool,
     soft_mark: usize,
 ) -> Poll<Result<(), axum::Error>> {
     loop {
-        let has_data = !control.is_empty() || !session.lock().queue.is_empty();
+        let has_data = control.is_some() || !session.lock().queue.is_empty();
         if !has_data {
             break;
         }
         ready!(Pin::new(&mut *sink).poll_ready(cx))?;
-        let message = match control.pop_front() {
+        let message = match control.take() {
             Some(message) => Some(message),
             None => {
                 let mut state = session.lock();
@@ -461,12 +461,28 @@ fn protocol_close_code(error: &axum::Error) -> Option<u16> {
     }
 }
 
+/// Starts the task that owns an accepted session's socket. A task of its
+/// own rather than the upgrade's: the upgrade task's state (the HTTP
+/// upgrade, the handshake config, the socket before it was split) would
+/// otherwise stay allocated for the session's whole life.
+pub(crate) fn start(hub: Arc<Hub>, session: Arc<Session>, socket: WebSocket, fd: RawFd) {
+    let (sink, stream) = socket.split();
+    tokio::spawn(run(hub, session, sink, stream, fd));
+}
+
 /// Runs a session until it ends, then tells the hub why.
-pub(crate) async fn run(hub: Arc<Hub>, session: Arc<Session>, socket: WebSocket, fd: RawFd) {
-    let (mut sink, mut stream) = socket.split();
+async fn run(
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    mut sink: WsSink,
+    mut stream: WsStream,
+    fd: RawFd,
+) {
     let soft_mark = hub.config.sessions.queue_soft_bytes;
     let mut limiter = InboundLimiter::new(hub.config.sessions.max_inbound_frames_per_sec);
-    let mut control: VecDeque<Message> = VecDeque::new();
+    // A ping waiting to jump the queue (the only control frame the host
+    // originates; a newer one replaces an unsent older one).
+    let mut control: Option<Message> = None;
     let mut needs_flush = false;
 
     let end = loop {
@@ -502,14 +518,14 @@ pub(crate) async fn run(hub: Arc<Hub>, session: Arc<Session>, socket: WebSocket,
             let tcp = crate::tcp::tcp_info(fd);
             session.lock().tcp = tcp;
             if let Probe::Ping(sequence) = probe {
-                control.push_back(Message::Ping(sequence.to_be_bytes().to_vec().into()));
+                control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
                 hub.metrics.pings_sent.inc();
                 hub.event(EventKind::PingSent {
                     session: session.id,
                 });
             }
         }
-        let has_writes = needs_flush || !control.is_empty() || !session.lock().queue.is_empty();
+        let has_writes = needs_flush || control.is_some() || !session.lock().queue.is_empty();
 
         tokio::select! {
             biased;
@@ -540,7 +556,9 @@ pub(crate) async fn run(hub: Arc<Hub>, session: Arc<Session>, socket: WebSocket,
             }
         }
     };
-    finish(&hub, &session, sink, stream, end).await;
+    // Boxed: the closing handshake's state (a send, a read, a timer) would
+    // otherwise be part of every idle session's task, for its whole life.
+    Box::pin(finish(&hub, &session, sink, stream, end)).await;
 }
 
 /// Records an inbound frame; `Some` when it ends the session.

@@ -1,25 +1,16 @@
-//! `vigil-load`: opens, holds and kills WebSocket sessions against a Vigil
-//! host to measure it. Loopback only: it refuses any other address. Every
-//! run is bounded in count and time and stops by itself.
-//!
-//! - `idle`: open N sessions (source addresses spread over 127.0.0.0/8 so
-//!   ephemeral ports never run out), answer pings, hold them, report JSON.
-//! - `kill-latency`: N times, start a client process, kill it with SIGKILL,
-//!   and time until the host no longer lists the session.
-//! - `client`: one session in this process (used by `kill-latency`).
+//! `vigil-load`: opens, holds, publishes to and kills WebSocket sessions on
+//! one server, and prints what it measured as one JSON line. Talks to
+//! loopback only, and every run stops by itself.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use futures_util::StreamExt;
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use vigil_load::modes::{churn, fanout, idle, kills};
+use vigil_load::target::{Kind, Target};
 
-/// Load and failure generator for Vigil.
+/// Load and failure generator for Vigil and its benchmark peers.
 #[derive(Debug, Parser)]
 #[command(name = "vigil-load")]
 struct Cli {
@@ -27,251 +18,184 @@ struct Cli {
     command: Mode,
 }
 
+/// The server: where sessions connect and where its API answers.
+#[derive(Debug, clap::Args)]
+struct Server {
+    /// WebSocket address, e.g. 127.0.0.1:8080 (sessions open `/ws`).
+    #[arg(long)]
+    host: SocketAddr,
+    /// Address of `/sessions` and `/publish` [default: --host].
+    #[arg(long)]
+    control: Option<SocketAddr>,
+    /// Its API dialect.
+    #[arg(long, value_enum, default_value_t = Kind::Vigil)]
+    kind: Kind,
+}
+
+impl Server {
+    fn target(&self) -> Result<Target> {
+        Target::new(self.host, self.control, self.kind)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Open idle sessions that answer pings, hold them, then exit.
+    /// Open sessions, hold them (idle or sending), then close them.
     Idle {
-        /// The host, e.g. 127.0.0.1:8080.
-        #[arg(long)]
-        host: SocketAddr,
+        #[command(flatten)]
+        server: Server,
         /// Sessions to open (at most 19 000 per process: file limit).
         #[arg(long, default_value_t = 1_000)]
         sessions: usize,
-        /// Connections opened at once.
+        /// Handshakes in flight at once.
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
-        /// How long to hold them once open, seconds.
+        /// How long to hold them once open, seconds (at most 3 600).
         #[arg(long, default_value_t = 10)]
         hold_secs: u64,
-    },
-    /// Time SIGKILL-to-eviction over N client processes.
-    KillLatency {
-        /// The host, e.g. 127.0.0.1:8080.
+        /// First source address block: 127.0.0.N (2 000 sessions each).
+        #[arg(long, default_value_t = 2)]
+        source_block: u32,
+        /// Never read: the server's pings go unanswered.
         #[arg(long)]
-        host: SocketAddr,
-        /// Kills to time.
+        ignore_pings: bool,
+        /// Messages each session sends per second (0: idle).
+        #[arg(long, default_value_t = 0.0)]
+        sends_per_sec: f64,
+    },
+    /// Broadcast messages to N sessions; delivery rate and latency.
+    Fanout {
+        #[command(flatten)]
+        server: Server,
+        /// Receiving sessions (at most 19 000).
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Messages published.
+        #[arg(long, default_value_t = 20)]
+        messages: usize,
+        /// Size of each message, bytes.
+        #[arg(long, default_value_t = 1_024)]
+        bytes: usize,
+        /// Pause between publishes, ms.
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
+    },
+    /// Time SIGKILL-to-removal over N client processes, one at a time.
+    KillLatency {
+        #[command(flatten)]
+        server: Server,
+        /// Kills to time (at most 10 000).
         #[arg(long, default_value_t = 200)]
         trials: usize,
     },
-    /// One session, printing `connected`; used by kill-latency.
-    Client {
-        /// The host.
-        #[arg(long)]
-        host: SocketAddr,
+    /// Time SIGSTOP-to-removal of N frozen client processes.
+    StopLatency {
+        #[command(flatten)]
+        server: Server,
+        /// Clients to freeze (at most 1 000).
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Freezes are spread evenly over this many ms.
+        #[arg(long, default_value_t = 5_000)]
+        spread_ms: u64,
+        /// Give up on a client this long after the last freeze, ms.
+        #[arg(long, default_value_t = 30_000)]
+        limit_ms: u64,
     },
-}
-
-/// The `p` quantile (0..=1) of `sorted`, in ms; NaN when empty.
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return f64::NAN;
-    };
-    let index = ((sorted.len() as f64 * p) as usize).min(last);
-    sorted[index].as_secs_f64() * 1e3
-}
-
-fn ensure_loopback(host: SocketAddr) -> Result<()> {
-    if !host.ip().is_loopback() {
-        bail!("vigil-load talks to loopback addresses only, not {host}");
-    }
-    Ok(())
-}
-
-/// Source address for connection `n`: 127.0.0.2 upwards, 10 000 per address.
-fn source_for(n: usize) -> IpAddr {
-    let block = (n / 10_000) as u32 + 2;
-    IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + block))
-}
-
-async fn open_session(
-    host: SocketAddr,
-    source: IpAddr,
-) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let stream = socket.connect(host).await?;
-    let (websocket, _) = tokio_tungstenite::client_async(format!("ws://{host}/ws"), stream).await?;
-    Ok(websocket)
-}
-
-async fn idle(host: SocketAddr, sessions: usize, concurrency: usize, hold: Duration) -> Result<()> {
-    let started = Instant::now();
-    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<Duration, String>>();
-    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
-    for n in 0..sessions {
-        let permit = semaphore.clone().acquire_owned().await?;
-        let done = done_tx.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let connect_started = Instant::now();
-            let socket = open_session(host, source_for(n)).await;
-            drop(permit);
-            match socket {
-                Ok(mut socket) => {
-                    let _ = done.send(Ok(connect_started.elapsed()));
-                    // Reading answers the host's pings.
-                    let hold = async { while let Some(Ok(_)) = socket.next().await {} };
-                    tokio::select! {
-                        () = hold => {},
-                        () = stop.notified() => {},
-                    }
-                }
-                Err(error) => {
-                    let _ = done.send(Err(error.to_string()));
-                }
-            }
-        });
-    }
-    drop(done_tx);
-    let mut connect_times = Vec::new();
-    let mut failures = Vec::new();
-    for _ in 0..sessions {
-        match done_rx.recv().await {
-            Some(Ok(took)) => connect_times.push(took),
-            Some(Err(error)) => failures.push(error),
-            None => break,
-        }
-    }
-    let open_secs = started.elapsed().as_secs_f64();
-    connect_times.sort();
-    println!(
-        "{}",
-        json!({
-            "mode": "idle",
-            "opened": connect_times.len(),
-            "failed": failures.len(),
-            "first_failure": failures.first(),
-            "open_seconds": open_secs,
-            "connect_ms": {"p50": percentile_ms(&connect_times, 0.5), "p99": percentile_ms(&connect_times, 0.99)},
-            "holding_seconds": hold.as_secs(),
-        })
-    );
-    tokio::time::sleep(hold).await;
-    stop.notify_waiters();
-    Ok(())
-}
-
-/// `GET /sessions?limit=0` → count.
-async fn session_count(host: SocketAddr) -> Result<u64> {
-    let mut stream = TcpStream::connect(host).await?;
-    stream
-        .write_all(
-            format!("GET /sessions?limit=0 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    let value: serde_json::Value =
-        serde_json::from_str(body).context("sessions response is not JSON")?;
-    value["count"]
-        .as_u64()
-        .context("no count in the sessions response")
-}
-
-async fn kill_latency(host: SocketAddr, trials: usize) -> Result<()> {
-    let me = std::env::current_exe()?;
-    let baseline = session_count(host).await?;
-    let mut latencies = Vec::with_capacity(trials);
-    let mut missed = 0usize;
-    for _ in 0..trials {
-        let mut child = tokio::process::Command::new(&me)
-            .args(["client", "--host", &host.to_string()])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let connected = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
-        if !matches!(connected, Ok(Ok(Some(ref line))) if line == "connected") {
-            bail!("a client did not connect");
-        }
-        // Wait until the host lists it, so the clock starts from a known state.
-        let listed = Instant::now();
-        while session_count(host).await? != baseline + 1 {
-            if listed.elapsed() > Duration::from_secs(5) {
-                bail!("the host never listed the client");
-            }
-        }
-        let killed = Instant::now();
-        child.start_kill()?;
-        let mut gone = None;
-        while killed.elapsed() < Duration::from_secs(5) {
-            if session_count(host).await? == baseline {
-                gone = Some(killed.elapsed());
-                break;
-            }
-        }
-        let _ = child.wait().await;
-        match gone {
-            Some(latency) => latencies.push(latency),
-            None => missed += 1,
-        }
-    }
-    latencies.sort();
-    println!(
-        "{}",
-        json!({
-            "mode": "kill-latency",
-            "trials": trials,
-            "detected": latencies.len(),
-            "missed_within_5s": missed,
-            "latency_ms": {
-                "p50": percentile_ms(&latencies, 0.5),
-                "p90": percentile_ms(&latencies, 0.9),
-                "p99": percentile_ms(&latencies, 0.99),
-                "max": percentile_ms(&latencies, 1.0),
-            },
-        })
-    );
-    Ok(())
-}
-
-async fn client(host: SocketAddr) -> Result<()> {
-    let mut socket = open_session(host, IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-    println!("connected");
-    let deadline = tokio::time::sleep(Duration::from_secs(60));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            message = socket.next() => if !matches!(message, Some(Ok(_))) { return Ok(()) },
-            () = &mut deadline => return Ok(()),
-        }
-    }
+    /// Connect-and-end cycles: clean close, kill (RST), abort mid-handshake.
+    Churn {
+        #[command(flatten)]
+        server: Server,
+        /// Cycles (at most 1 000 000).
+        #[arg(long, default_value_t = 100_000)]
+        cycles: usize,
+        /// Cycles in flight at once.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+    },
+    /// One session, printing `connected LOCAL_ADDR`; used by the latency modes.
+    Client {
+        #[command(flatten)]
+        server: Server,
+    },
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    let report = match Cli::parse().command {
         Mode::Idle {
-            host,
+            server,
             sessions,
             concurrency,
             hold_secs,
+            source_block,
+            ignore_pings,
+            sends_per_sec,
         } => {
-            ensure_loopback(host)?;
-            idle(
-                host,
+            let behaviour = idle::Behaviour {
+                read: !ignore_pings,
+                sends_per_sec,
+            };
+            let hold = Duration::from_secs(hold_secs.min(3_600));
+            idle::run(
+                &server.target()?,
                 sessions.min(19_000),
                 concurrency,
-                Duration::from_secs(hold_secs.min(600)),
+                source_block.clamp(2, 250),
+                behaviour,
+                hold,
             )
-            .await
+            .await?;
+            return Ok(()); // idle prints its report before holding
         }
-        Mode::KillLatency { host, trials } => {
-            ensure_loopback(host)?;
-            kill_latency(host, trials.min(10_000)).await
+        Mode::Fanout {
+            server,
+            sessions,
+            messages,
+            bytes,
+            interval_ms,
+        } => {
+            fanout::run(
+                &server.target()?,
+                sessions.min(19_000),
+                messages.min(10_000),
+                bytes.max(32),
+                Duration::from_millis(interval_ms),
+                Duration::from_secs(120),
+            )
+            .await?
         }
-        Mode::Client { host } => {
-            ensure_loopback(host)?;
-            client(host).await
+        Mode::KillLatency { server, trials } => {
+            kills::kill_latency(&server.target()?, trials.min(10_000)).await?
         }
-    }
+        Mode::StopLatency {
+            server,
+            trials,
+            spread_ms,
+            limit_ms,
+        } => {
+            kills::stop_latency(
+                &server.target()?,
+                trials.min(1_000),
+                Duration::from_millis(spread_ms),
+                Duration::from_millis(limit_ms.min(600_000)),
+            )
+            .await?
+        }
+        Mode::Churn {
+            server,
+            cycles,
+            concurrency,
+        } => {
+            churn::run(
+                &server.target()?,
+                cycles.min(1_000_000),
+                concurrency.min(1_000),
+            )
+            .await?
+        }
+        Mode::Client { server } => return kills::client(&server.target()?).await,
+    };
+    println!("{report}");
+    Ok(())
 }

@@ -1,0 +1,45 @@
+//! Percentiles as the reports give them.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// p50/p90/p99/max of a set of durations, in ms.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default)]
+pub struct Percentiles {
+    /// How many values.
+    pub n: usize,
+    /// Median, ms.
+    pub p50: f64,
+    /// 90th percentile, ms.
+    pub p90: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// Largest, ms.
+    pub max: f64,
+}
+
+/// The `p` quantile (0..=1) of `sorted`, in ms; NaN when empty.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return f64::NAN;
+    };
+    let index = ((sorted.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(last);
+    sorted[index].as_secs_f64() * 1e3
+}
+
+impl Percentiles {
+    /// Sorts `values` and summarises them.
+    pub fn of(values: &mut [Duration]) -> Self {
+        values.sort_unstable();
+        Percentiles {
+            n: values.len(),
+            p50: percentile_ms(values, 0.5),
+            p90: percentile_ms(values, 0.9),
+            p99: percentile_ms(values, 0.99),
+            max: percentile_ms(values, 1.0),
+        }
+    }
+}
