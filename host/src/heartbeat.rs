@@ -64,7 +64,7 @@ pub async fn tick_once(hub: &Hub, now: Instant) {
         let timing = tiers.timing(state.tier);
         let pong_timeout = Duration::from_millis(timing.pong_timeout_ms);
         if now >= state.next_ping_at {
-            state.ping_requested = true;
+            state.ping_requested = Some(now);
             state.next_ping_at = now + Duration::from_millis(timing.ping_interval_ms);
             session.wake();
         }
@@ -124,7 +124,7 @@ fn apply(hub: &Hub, verdict: Verdict, now: Instant, tick: Duration) {
         state.reassess_at =
             now + Duration::from_millis(u64::from(verdict.reassess_in_ms)).max(tick);
         if verdict.action == Action::Ping && state.pings.is_empty() {
-            state.ping_requested = true;
+            state.ping_requested = Some(now);
         }
     }
     match verdict.action {

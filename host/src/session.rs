@@ -116,7 +116,10 @@ pub(crate) struct SessionState {
     /// Something happened that the policy should hear about at the next tick.
     pub(crate) significant: bool,
     pub(crate) overdue_reported: bool,
-    pub(crate) ping_requested: bool,
+    /// When the tick (or the policy) asked for a probe. A ping's clock
+    /// starts here, not when the task gets to send it, so a pong deadline
+    /// falls on a tick and an overdue pong is seen at that tick, not one later.
+    pub(crate) ping_requested: Option<Instant>,
     pub(crate) close: Option<CloseRequest>,
     pub(crate) tcp: Option<TcpFacts>,
 }
@@ -190,7 +193,7 @@ impl Session {
                 reassess_at: now,
                 significant: false,
                 overdue_reported: false,
-                ping_requested: false,
+                ping_requested: None,
                 close: None,
                 tcp: None,
             }),
@@ -490,16 +493,15 @@ async fn run(
         let (close, probe) = {
             let mut state = session.lock();
             let close = state.close.clone();
-            let probe = if state.ping_requested && close.is_none() {
-                state.ping_requested = false;
+            let requested = state.ping_requested.take();
+            let probe = if let (Some(requested_at), None) = (requested, &close) {
                 if session.endpoint.sends_pings() {
                     let sequence = hub.next_ping_sequence();
-                    let now = Instant::now();
-                    state.pings.push_back((sequence, now));
+                    state.pings.push_back((sequence, requested_at));
                     while state.pings.len() > MAX_OUTSTANDING_PINGS {
                         state.pings.pop_front();
                     }
-                    state.last_ping_at = Some(now);
+                    state.last_ping_at = Some(requested_at);
                     Some(Probe::Ping(sequence))
                 } else {
                     Some(Probe::Silent)
