@@ -80,7 +80,7 @@ pub struct OneBotConfig {
     /// `POST {upstream}/{action}`. Without one they get `failed`/1404.
     pub action_upstream: Option<String>,
     /// How long a forwarded action may take before it is answered `failed`,
-    /// ms. Default 5 000.
+    /// ms, at most 60 000. Default 5 000.
     pub action_timeout_ms: u64,
 }
 
@@ -101,7 +101,7 @@ impl Default for OneBotConfig {
 
 impl OneBotConfig {
     /// Checks what the types alone cannot.
-    fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         if !self.enabled {
             return Ok(());
         }
@@ -111,8 +111,8 @@ impl OneBotConfig {
         if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= 30_000 {
             bail!("[onebot] heartbeat_interval_ms must be between 1 and 29 999 (under 30 s): clients drop a connection that hears nothing for 30 s");
         }
-        if self.action_timeout_ms == 0 {
-            bail!("[onebot] action_timeout_ms must be above 0");
+        if self.action_timeout_ms == 0 || self.action_timeout_ms > 60_000 {
+            bail!("[onebot] action_timeout_ms must be between 1 and 60 000 (clients give up on an action after 60 s)");
         }
         if let Some(upstream) = &self.action_upstream {
             crate::onebot::upstream::parse_loopback_url(upstream)

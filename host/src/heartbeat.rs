@@ -2,7 +2,8 @@
 //! and re-assessment, so no session carries a timer of its own. Each tick it
 //! hands the policy the events since the last tick and, in one `assess`
 //! call, the sessions that are due or had something significant happen, then
-//! carries out the verdicts.
+//! carries out the verdicts. Which sessions are due it learns from the
+//! registry's schedule ([`crate::schedule`]), without touching the others.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,10 +57,15 @@ pub async fn tick_once(hub: &Hub, now: Instant) {
     let tiers = hub.config.tiers;
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
     let mut batch: Vec<SessionFacts> = Vec::new();
-    hub.registry.for_each(|session| {
+    let mut due = Vec::new();
+    hub.registry.collect_due(now, &mut due);
+    for id in due {
+        let Some(session) = hub.registry.get(id) else {
+            continue; // removed since
+        };
         let mut state = session.lock();
         if state.close.is_some() {
-            return;
+            continue;
         }
         let timing = tiers.timing(state.tier);
         let pong_timeout = Duration::from_millis(timing.pong_timeout_ms);
@@ -80,7 +86,8 @@ pub async fn tick_once(hub: &Hub, now: Instant) {
             state.reassess_at = now + tick;
             batch.push(session.facts(&state, now, pong_timeout));
         }
-    });
+        hub.registry.set_due(&session, state.next_due(pong_timeout));
+    }
     if batch.is_empty() {
         return;
     }
@@ -126,6 +133,8 @@ fn apply(hub: &Hub, verdict: Verdict, now: Instant, tick: Duration) {
         if verdict.action == Action::Ping && state.pings.is_empty() {
             state.ping_requested = Some(now);
         }
+        let timeout = Duration::from_millis(hub.config.tiers.timing(state.tier).pong_timeout_ms);
+        hub.registry.set_due(&session, state.next_due(timeout));
     }
     match verdict.action {
         Action::Keep => {}

@@ -274,6 +274,9 @@ impl Hub {
             state.reassess_at = state.reassess_at.min(now + tick * slot);
             // An overdue pong the old policy kept is news to the new one.
             state.overdue_reported = false;
+            let timeout =
+                Duration::from_millis(self.config.tiers.timing(state.tier).pong_timeout_ms);
+            self.registry.set_due(session, state.next_due(timeout));
         });
     }
 
@@ -360,10 +363,24 @@ impl Hub {
     /// Offers one message to one session's queue, within the queue's limits;
     /// tells the policy of backpressure and counts what was dropped.
     pub(crate) fn deliver(&self, session: &Session, message: Message) -> Enqueued {
+        self.deliver_within(session, message, self.config.sessions.queue_max_bytes)
+    }
+
+    /// [`Hub::deliver`] without the hard limit (the soft mark still counts):
+    /// for answers to a client's own requests, which must not be dropped.
+    pub(crate) fn deliver_unbounded(&self, session: &Session, message: Message) -> Enqueued {
+        self.deliver_within(session, message, usize::MAX)
+    }
+
+    fn deliver_within(&self, session: &Session, message: Message, hard: usize) -> Enqueued {
         let size = message_len(&message);
         let soft = self.config.sessions.queue_soft_bytes;
-        let hard = self.config.sessions.queue_max_bytes;
         let outcome = session.enqueue(message, size, soft, hard);
+        if matches!(outcome, Enqueued::CrossedSoftMark(_) | Enqueued::Dropped) {
+            // The policy hears of it at the next tick, not at the session's
+            // next scheduled assessment.
+            self.registry.set_due(session, None);
+        }
         match outcome {
             Enqueued::CrossedSoftMark(queued_bytes) => self.event(EventKind::Backpressure {
                 session: session.id,

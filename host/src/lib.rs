@@ -26,6 +26,8 @@ pub mod onebot;
 pub mod policy;
 /// Live sessions by id and by client identity.
 pub mod registry;
+/// When each session next needs the shared tick.
+pub mod schedule;
 /// The HTTP server: WebSocket upgrade, JSON API, metrics, shutdown.
 pub mod server;
 /// One session: its state, bounded queue, and the task owning its socket.

@@ -4,18 +4,34 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use dashmap::DashMap;
 use vigil_policy_sdk::SessionId;
 
+use crate::schedule::Schedule;
 use crate::session::Session;
 
 /// Live sessions.
-#[derive(Default)]
 pub struct Registry {
     sessions: DashMap<SessionId, Arc<Session>>,
     identities: DashMap<String, SessionId>,
     next_id: AtomicU64,
+    schedule: Schedule,
+    /// The zero of the schedule's clock.
+    epoch: Instant,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            sessions: DashMap::new(),
+            identities: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            schedule: Schedule::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Registry {
@@ -36,14 +52,34 @@ impl Registry {
                     .get(&old)
                     .map(|entry| Arc::clone(entry.value()))
             });
+        let slot = self.schedule.insert(session.id);
+        session.slot.store(slot, Ordering::Release);
         self.sessions.insert(session.id, session);
         twin
+    }
+
+    /// Records when the tick must next look at `session` (`None`: now).
+    /// Called under the session's lock, so the latest state's answer wins.
+    pub(crate) fn set_due(&self, session: &Session, due: Option<Instant>) {
+        let due_ms = due.map_or(0, |due| {
+            due.saturating_duration_since(self.epoch).as_millis() as u64
+        });
+        self.schedule
+            .set_due(session.slot.load(Ordering::Acquire), session.id, due_ms);
+    }
+
+    /// The sessions due at `now`, appended to `due`.
+    pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<SessionId>) {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.schedule.collect_due(now_ms, due);
     }
 
     /// Removes a session; `None` if it was already gone (so only the first
     /// remover counts it).
     pub fn remove(&self, id: SessionId) -> Option<Arc<Session>> {
         let (_, session) = self.sessions.remove(&id)?;
+        self.schedule
+            .remove(session.slot.load(Ordering::Acquire), session.id);
         if let Some(identity) = &session.identity {
             self.identities.remove_if(identity, |_, owner| *owner == id);
         }

@@ -179,6 +179,10 @@ pub(crate) async fn accept_session(
                 hub.deliver(&session, greeting);
             }
             hub.admit(Arc::clone(&session));
+            if hub.is_shutting_down() {
+                // Upgraded after shutdown took its list of sessions to close.
+                hub.evict(session.id, "shutdown", close_codes::SHUTDOWN);
+            }
             session::start(hub, session, socket, conn.fd);
         }))
 }
@@ -429,6 +433,7 @@ pub async fn start(
     let onebot = crate::onebot::OneBotProfile::from_config(
         &config.onebot,
         config.server.access_token.as_deref(),
+        config.sessions.queue_max_bytes,
     )?;
     let hub = Hub::new(config, engine, policy, onebot);
     let (stop, stopped) = watch::channel(false);

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -86,6 +87,8 @@ pub struct Session {
     pub class: Arc<str>,
     /// Which endpoint it came in on.
     pub endpoint: Endpoint,
+    /// Its entry in the registry's schedule (`usize::MAX` until registered).
+    pub(crate) slot: AtomicUsize,
     /// When the session was accepted.
     pub connected_at: Instant,
     /// The same, as Unix time in ms, for the API.
@@ -94,13 +97,27 @@ pub struct Session {
     wake: Notify,
 }
 
+/// A ping waiting for its pong.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PingInFlight {
+    /// Its payload, to match the pong.
+    pub(crate) sequence: u64,
+    /// When the tick (or the policy) asked for it: the pong deadline runs
+    /// from here, so it falls on a tick.
+    pub(crate) requested: Instant,
+    /// From the request to the session's task sending it, µs: taken off the
+    /// round trip, which is the client's and the network's, not the host's
+    /// scheduling.
+    pub(crate) send_delay_us: u32,
+}
+
 /// The mutable part of a session, behind one small lock.
 pub(crate) struct SessionState {
     pub(crate) last_inbound: Instant,
     pub(crate) last_app: Option<Instant>,
     pub(crate) last_pong: Option<Instant>,
-    /// Unanswered pings: (sequence number, sent at), oldest first.
-    pub(crate) pings: VecDeque<(u64, Instant)>,
+    /// Unanswered pings, oldest first.
+    pub(crate) pings: VecDeque<PingInFlight>,
     pub(crate) last_ping_at: Option<Instant>,
     pub(crate) last_rtt_ms: Option<u32>,
     pub(crate) send_errors: u32,
@@ -125,12 +142,31 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
+    /// When the tick must next look at this session: its next ping, its
+    /// next assessment, or its pong deadline, whichever comes first; `None`
+    /// when the policy must hear of something now.
+    pub(crate) fn next_due(&self, pong_timeout: Duration) -> Option<Instant> {
+        if self.significant {
+            return None;
+        }
+        let mut due = self.next_ping_at.min(self.reassess_at);
+        if let Some(requested) = self.ping_requested {
+            due = due.min(requested + pong_timeout);
+        }
+        if !self.overdue_reported {
+            if let Some(ping) = self.pings.front() {
+                due = due.min(ping.requested + pong_timeout);
+            }
+        }
+        Some(due)
+    }
+
     /// The one definition of an overdue pong: the oldest unanswered ping is
     /// older than the tier's pong timeout.
     pub(crate) fn pong_overdue(&self, now: Instant, pong_timeout: Duration) -> bool {
         self.pings
             .front()
-            .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) >= pong_timeout)
+            .is_some_and(|ping| now.saturating_duration_since(ping.requested) >= pong_timeout)
     }
 }
 
@@ -172,6 +208,7 @@ impl Session {
             identity,
             class,
             endpoint,
+            slot: AtomicUsize::new(usize::MAX),
             connected_at: now,
             connected_unix_ms,
             state: Mutex::new(SessionState {
@@ -270,7 +307,7 @@ impl Session {
         pong_timeout: Duration,
     ) -> SessionFacts {
         let since = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
-        let oldest_ping = state.pings.front().map(|(_, sent)| *sent);
+        let oldest_ping = state.pings.front().map(|ping| ping.requested);
         let pong_overdue = state.pong_overdue(now, pong_timeout);
         SessionFacts {
             id: self.id,
@@ -497,7 +534,12 @@ async fn run(
             let probe = if let (Some(requested_at), None) = (requested, &close) {
                 if session.endpoint.sends_pings() {
                     let sequence = hub.next_ping_sequence();
-                    state.pings.push_back((sequence, requested_at));
+                    let send_delay = Instant::now().saturating_duration_since(requested_at);
+                    state.pings.push_back(PingInFlight {
+                        sequence,
+                        requested: requested_at,
+                        send_delay_us: send_delay.as_micros().min(u128::from(u32::MAX)) as u32,
+                    });
                     while state.pings.len() > MAX_OUTSTANDING_PINGS {
                         state.pings.pop_front();
                     }
@@ -607,8 +649,12 @@ fn on_inbound(
             };
             let sequence = u64::from_be_bytes(bytes);
             // A pong for a ping no longer tracked is activity, nothing more.
-            let position = state.pings.iter().position(|(seq, _)| *seq == sequence)?;
-            let (_, sent) = state.pings[position];
+            let position = state
+                .pings
+                .iter()
+                .position(|ping| ping.sequence == sequence)?;
+            let ping = state.pings[position];
+            let sent = ping.requested + Duration::from_micros(u64::from(ping.send_delay_us));
             // A pong answers its ping and every earlier one.
             state.pings.drain(..=position);
             let rtt = now.saturating_duration_since(sent);

@@ -50,6 +50,9 @@ enum Mode {
         /// Handshakes in flight at once.
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
+        /// New sessions per second at most (0: as fast as --concurrency allows).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
         /// How long to hold them once open, seconds (at most 3 600).
         #[arg(long, default_value_t = 10)]
         hold_secs: u64,
@@ -63,7 +66,8 @@ enum Mode {
         #[arg(long, default_value_t = 0.0)]
         sends_per_sec: f64,
     },
-    /// Broadcast messages to N sessions; delivery rate and latency.
+    /// Broadcast to N sessions: a back-to-back round (delivery rate) and a
+    /// paced round (latency).
     Fanout {
         #[command(flatten)]
         server: Server,
@@ -76,8 +80,9 @@ enum Mode {
         /// Size of each message, bytes.
         #[arg(long, default_value_t = 1_024)]
         bytes: usize,
-        /// Pause between publishes, ms.
-        #[arg(long, default_value_t = 0)]
+        /// Pause between the latency round's publishes, ms (longer than one
+        /// fan-out, so each is measured on its own).
+        #[arg(long, default_value_t = 200)]
         interval_ms: u64,
     },
     /// Time SIGKILL-to-removal over N client processes, one at a time.
@@ -127,6 +132,7 @@ async fn main() -> Result<()> {
             server,
             sessions,
             concurrency,
+            rate,
             hold_secs,
             source_block,
             ignore_pings,
@@ -137,11 +143,23 @@ async fn main() -> Result<()> {
                 sends_per_sec,
             };
             let hold = Duration::from_secs(hold_secs.min(3_600));
+            if !(rate == 0.0 || (rate.is_finite() && (0.01..=1e6).contains(&rate))) {
+                anyhow::bail!(
+                    "--rate must be 0 (no pacing) or between 0.01 and 1 000 000 sessions/s"
+                );
+            }
+            if !(sends_per_sec == 0.0 || (0.001..=1e4).contains(&sends_per_sec)) {
+                anyhow::bail!("--sends-per-sec must be 0 (idle) or between 0.001 and 10 000");
+            }
+            let opening = idle::Opening {
+                concurrency,
+                per_second: rate,
+                first_block: source_block.clamp(2, 250),
+            };
             idle::run(
                 &server.target()?,
                 sessions.min(19_000),
-                concurrency,
-                source_block.clamp(2, 250),
+                opening,
                 behaviour,
                 hold,
             )
@@ -160,7 +178,7 @@ async fn main() -> Result<()> {
                 sessions.min(19_000),
                 messages.min(10_000),
                 bytes.max(32),
-                Duration::from_millis(interval_ms),
+                Duration::from_millis(interval_ms.clamp(1, 60_000)),
                 Duration::from_secs(120),
             )
             .await?

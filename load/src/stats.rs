@@ -4,30 +4,29 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// p50/p90/p99/max of a set of durations, in ms.
+/// p50/p90/p99/max of a set of durations, in ms; `None` when there were
+/// none (so "nothing measured" can never read as 0 ms).
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default)]
 pub struct Percentiles {
     /// How many values.
     pub n: usize,
     /// Median, ms.
-    pub p50: f64,
+    pub p50: Option<f64>,
     /// 90th percentile, ms.
-    pub p90: f64,
+    pub p90: Option<f64>,
     /// 99th percentile, ms.
-    pub p99: f64,
+    pub p99: Option<f64>,
     /// Largest, ms.
-    pub max: f64,
+    pub max: Option<f64>,
 }
 
-/// The `p` quantile (0..=1) of `sorted`, in ms; NaN when empty.
-pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return f64::NAN;
-    };
+/// The `p` quantile (0..=1) of `sorted` (nearest rank), in ms.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
     let index = ((sorted.len() as f64 * p).ceil() as usize)
         .saturating_sub(1)
         .min(last);
-    sorted[index].as_secs_f64() * 1e3
+    Some(sorted[index].as_secs_f64() * 1e3)
 }
 
 impl Percentiles {

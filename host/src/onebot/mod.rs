@@ -77,12 +77,23 @@ pub struct OneBotProfile {
 impl OneBotProfile {
     /// The profile `[onebot]` asks for; `None` when it is not enabled.
     /// `server_token` guards the endpoints when `[onebot]` sets no token.
+    /// `answer_limit` caps a forwarded action's answer (the session's
+    /// queue limit: a bigger one could never be delivered).
     pub fn from_config(
         config: &OneBotConfig,
         server_token: Option<&str>,
+        answer_limit: usize,
     ) -> anyhow::Result<Option<Self>> {
         if !config.enabled {
             return Ok(None);
+        }
+        config.validate()?;
+        if !config.ws_ping {
+            tracing::warn!(
+                "onebot.ws_ping = false: OneBot clients get no WebSocket Pings, so a frozen client \
+                 is found only by write failures, backlog, TCP keepalive, or the policy's \
+                 inbound-silence limit (the default policy's `silent_evict_ms` for class `onebot`)"
+            );
         }
         let self_id = config
             .self_id
@@ -90,7 +101,13 @@ impl OneBotProfile {
         let upstream = config
             .action_upstream
             .as_deref()
-            .map(|url| Upstream::new(url, Duration::from_millis(config.action_timeout_ms)))
+            .map(|url| {
+                Upstream::new(
+                    url,
+                    Duration::from_millis(config.action_timeout_ms),
+                    answer_limit,
+                )
+            })
             .transpose()?;
         Ok(Some(OneBotProfile {
             self_id,
@@ -229,7 +246,7 @@ pub(crate) fn on_action(hub: &Arc<Hub>, session: &Arc<Session>, frame: &[u8]) {
         answer(hub, session, &request.action, &response);
         return;
     }
-    let Some(upstream) = profile.upstream.clone() else {
+    let Some(upstream) = profile.upstream.as_ref() else {
         let response = ActionResponse::failed(
             retcode::UNSUPPORTED,
             format!(
@@ -241,6 +258,20 @@ pub(crate) fn on_action(hub: &Arc<Hub>, session: &Arc<Session>, frame: &[u8]) {
         answer(hub, session, &request.action, &response);
         return;
     };
+    let Some(permit) = upstream.admit(session.id) else {
+        let response = ActionResponse::failed(
+            retcode::BAD_REQUEST,
+            format!(
+                "too many actions waiting for the upstream (at most {} per session, {} in all)",
+                upstream::MAX_IN_FLIGHT_PER_SESSION,
+                upstream::MAX_IN_FLIGHT
+            ),
+            request.echo,
+        );
+        answer(hub, session, &request.action, &response);
+        return;
+    };
+    let upstream = upstream.clone();
     let hub = Arc::clone(hub);
     let session = Arc::clone(session);
     tokio::spawn(async move {
@@ -250,6 +281,7 @@ pub(crate) fn on_action(hub: &Arc<Hub>, session: &Arc<Session>, frame: &[u8]) {
             echo,
         } = request;
         let response = upstream.call(&action, &params, echo).await;
+        drop(permit);
         answer(&hub, &session, &action, &response);
     });
 }
@@ -290,10 +322,14 @@ fn local_answer(
     })
 }
 
+/// Queues an answer. Answers are not subject to the queue's hard limit: a
+/// client that asked must hear back even while published events fill its
+/// queue (they are few — bounded by the in-flight limits — and an answer
+/// from the upstream is capped at the queue limit).
 fn answer(hub: &Hub, session: &Session, action: &str, response: &ActionResponse) {
     hub.metrics
         .onebot_action(action_label(action), response.retcode());
-    hub.deliver(session, Message::Text(response.to_json().into()));
+    hub.deliver_unbounded(session, Message::Text(response.to_json().into()));
 }
 
 /// Actions as the metric labels them: Vigil's own by name, the rest pooled,

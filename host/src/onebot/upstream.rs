@@ -3,6 +3,8 @@
 //! and relaying the answer. Whatever goes wrong — refused, timed out, not a
 //! OneBot answer — the client still gets an answer, never silence.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -12,8 +14,13 @@ use serde_json::{Map, Value};
 
 use super::protocol::{retcode, ActionResponse};
 
-/// Largest upstream answer relayed, bytes; bigger ones are refused.
-const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// Forwarded actions one session may have waiting for the upstream; more
+/// are answered `failed` at once, so no client can pile up requests (each
+/// holds a task and a connection) faster than the backend answers.
+pub const MAX_IN_FLIGHT_PER_SESSION: u32 = 32;
+
+/// Forwarded actions waiting for the upstream, all sessions together.
+pub const MAX_IN_FLIGHT: u32 = 1_024;
 
 /// Checks that `text` is an `http://` URL on a loopback address: actions
 /// carry the bot's traffic, and Vigil only talks to a backend on this
@@ -40,6 +47,35 @@ pub fn parse_loopback_url(text: &str) -> Result<Url, String> {
 pub struct Upstream {
     base: Url,
     client: reqwest::Client,
+    answer_limit: usize,
+    in_flight: Arc<Mutex<InFlightCounts>>,
+}
+
+/// Forwarded actions waiting, in all and by session.
+#[derive(Debug, Default)]
+struct InFlightCounts {
+    total: u32,
+    by_session: HashMap<u64, u32>,
+}
+
+/// One forwarded action's place among those waiting; given back on drop.
+#[derive(Debug)]
+pub struct InFlight {
+    counts: Arc<Mutex<InFlightCounts>>,
+    session: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(count) = counts.by_session.get_mut(&self.session) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.by_session.remove(&self.session);
+            }
+        }
+    }
 }
 
 /// A OneBot HTTP API answer, as far as Vigil reads it.
@@ -56,16 +92,41 @@ struct UpstreamAnswer {
 
 impl Upstream {
     /// An upstream at `base` (checked by [`parse_loopback_url`]), each call
-    /// bounded by `timeout`.
-    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+    /// bounded by `timeout`, answers by `answer_limit` bytes.
+    pub fn new(base: &str, timeout: Duration, answer_limit: usize) -> anyhow::Result<Self> {
         let base = parse_loopback_url(base).map_err(|why| anyhow::anyhow!("{base}: {why}"))?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            .pool_max_idle_per_host(32)
             .no_proxy()
             .build()
             .map_err(|error| anyhow::anyhow!("cannot build the upstream HTTP client: {error}"))?;
-        Ok(Upstream { base, client })
+        Ok(Upstream {
+            base,
+            client,
+            answer_limit,
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// A place for one more forwarded action of `session`, or `None` when
+    /// it or everyone has too many waiting.
+    pub fn admit(&self, session: u64) -> Option<InFlight> {
+        let mut counts = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mine = counts.by_session.get(&session).copied().unwrap_or(0);
+        if counts.total >= MAX_IN_FLIGHT || mine >= MAX_IN_FLIGHT_PER_SESSION {
+            return None;
+        }
+        counts.total += 1;
+        counts.by_session.insert(session, mine + 1);
+        Some(InFlight {
+            counts: Arc::clone(&self.in_flight),
+            session,
+        })
     }
 
     fn action_url(&self, action: &str) -> Result<Url, String> {
@@ -91,7 +152,8 @@ impl Upstream {
                 ActionResponse::with_raw_data(answer.retcode, data, message, echo)
             }
             Err(why) => {
-                tracing::warn!(action, upstream = %self.base, %why, "action upstream failed");
+                // Debug, not warn: a client decides how often this happens.
+                tracing::debug!(action, upstream = %self.base, %why, "action upstream failed");
                 ActionResponse::failed(
                     retcode::BAD_REQUEST,
                     format!("action upstream {}: {why}", self.base),
@@ -115,15 +177,25 @@ impl Upstream {
             .await
             .map_err(|error| describe(&error))?;
         let status = response.status();
+        let too_large = || {
+            format!(
+                "answer larger than the session's queue limit of {} bytes",
+                self.answer_limit
+            )
+        };
         if response
             .content_length()
-            .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+            .is_some_and(|length| length > self.answer_limit as u64)
         {
-            return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
+            return Err(too_large());
         }
-        let body = response.bytes().await.map_err(|error| describe(&error))?;
-        if body.len() > MAX_ANSWER_BYTES {
-            return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| describe(&error))? {
+            if body.len() + chunk.len() > self.answer_limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         match serde_json::from_slice::<UpstreamAnswer>(&body) {
             Ok(answer) => Ok(answer),
@@ -184,14 +256,32 @@ mod tests {
     }
 
     #[test]
-    fn actions_are_posted_under_the_base_path() {
+    fn each_session_gets_a_bounded_share_of_the_upstream() {
         let upstream =
-            Upstream::new("http://127.0.0.1:5700/onebot/", Duration::from_secs(1)).expect("valid");
+            Upstream::new("http://127.0.0.1:5700", Duration::from_secs(1), 1 << 20).expect("valid");
+        let mine: Vec<InFlight> = (0..MAX_IN_FLIGHT_PER_SESSION)
+            .map(|_| upstream.admit(1).expect("room"))
+            .collect();
+        assert!(upstream.admit(1).is_none(), "a session's share is bounded");
+        assert!(upstream.admit(2).is_some(), "other sessions are unaffected");
+        drop(mine);
+        assert!(upstream.admit(1).is_some(), "places are given back");
+    }
+
+    #[test]
+    fn actions_are_posted_under_the_base_path() {
+        let upstream = Upstream::new(
+            "http://127.0.0.1:5700/onebot/",
+            Duration::from_secs(1),
+            1 << 20,
+        )
+        .expect("valid");
         assert_eq!(
             upstream.action_url("send_msg").expect("url").as_str(),
             "http://127.0.0.1:5700/onebot/send_msg"
         );
-        let bare = Upstream::new("http://127.0.0.1:5700", Duration::from_secs(1)).expect("valid");
+        let bare =
+            Upstream::new("http://127.0.0.1:5700", Duration::from_secs(1), 1 << 20).expect("valid");
         assert_eq!(
             bare.action_url("send_msg").expect("url").as_str(),
             "http://127.0.0.1:5700/send_msg"

@@ -112,11 +112,20 @@ fn swap_figures(paths: &Paths) -> Result<Vec<String>> {
         .output()
         .context("running bench/swap.sh")?;
     let text = String::from_utf8_lossy(&output.stdout);
-    Ok(text
+    let lines: Vec<String> = text
         .lines()
         .filter(|l| l.starts_with("sessions:") || l.starts_with("swap latency"))
         .map(str::to_owned)
-        .collect())
+        .collect();
+    if !output.status.success() || lines.is_empty() {
+        anyhow::bail!(
+            "bench/swap.sh failed ({}):\n{}\n{}",
+            output.status,
+            text.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(lines)
 }
 
 async fn all(quick: bool, write: Option<PathBuf>, json: Option<PathBuf>) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Churn: many short sessions, ended every way a client can end one — a
-//! clean close, a vanished client (RST, no close frame), and a client that
-//! gives up halfway through the handshake.
+//! clean close handshake, a killed process (the kernel's FIN, no close
+//! frame), a reset connection (RST, no close frame), and a client that
+//! gives up halfway through the upgrade request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,25 +19,38 @@ use crate::target::Target;
 struct Tally {
     closed: AtomicU64,
     killed: AtomicU64,
+    reset: AtomicU64,
     aborted: AtomicU64,
     failed: AtomicU64,
 }
 
 async fn cycle(target: &Target, n: usize, tally: &Tally) -> Result<()> {
     let stream = connect_from(target.ws, source_for(n % 40_000, 2)).await?;
-    match n % 3 {
+    match n % 4 {
         0 => {
             let (mut socket, _) = tokio_tungstenite::client_async(target.ws_url(), stream).await?;
             socket.close(None).await?;
+            // The server's close frame, then its end of the connection.
+            let drained = async {
+                while let Some(Ok(_)) = futures_util::StreamExt::next(&mut socket).await {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drained).await;
             tally.closed.fetch_add(1, Ordering::Relaxed);
         }
         1 => {
             let (socket, _) = tokio_tungstenite::client_async(target.ws_url(), stream).await?;
-            // As a killed process leaves it: no close frame, a reset.
+            // As a killed process leaves it: the kernel closes the socket
+            // (FIN), with no close frame.
+            drop(socket);
+            tally.killed.fetch_add(1, Ordering::Relaxed);
+        }
+        2 => {
+            let (socket, _) = tokio_tungstenite::client_async(target.ws_url(), stream).await?;
+            // A reset connection: RST, no close frame.
             let stream = socket.into_inner();
             stream.set_zero_linger()?;
             drop(stream);
-            tally.killed.fetch_add(1, Ordering::Relaxed);
+            tally.reset.fetch_add(1, Ordering::Relaxed);
         }
         _ => {
             let mut stream = stream;
@@ -79,6 +93,7 @@ pub async fn run(target: &Target, cycles: usize, concurrency: usize) -> Result<V
         "cycles": cycles,
         "closed": tally.closed.load(Ordering::Relaxed),
         "killed": tally.killed.load(Ordering::Relaxed),
+        "reset": tally.reset.load(Ordering::Relaxed),
         "aborted_mid_handshake": tally.aborted.load(Ordering::Relaxed),
         "failed": tally.failed.load(Ordering::Relaxed),
         "first_failure": first_error,

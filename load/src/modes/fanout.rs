@@ -1,7 +1,12 @@
-//! Broadcast fan-out: N reading sessions, M messages published through the
-//! server's broadcast API, each delivery's latency measured in-process
-//! (publisher and receivers share one clock).
+//! Broadcast fan-out: N reading sessions and two rounds of M messages
+//! published through the server's broadcast API. Throughput comes from the
+//! first round, published back to back (deliveries per second from the
+//! first publish to the last delivery); latency from the second, published
+//! at a fixed interval longer than one fan-out (open loop), so one
+//! message's fan-out never queues behind the last. Publisher and receivers
+//! share one process and clock.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,13 +20,8 @@ use crate::sessions::{open, source_for};
 use crate::stats::Percentiles;
 use crate::target::Target;
 
-/// What one session saw.
-struct Received {
-    latencies: Vec<Duration>,
-    last_at: Option<Instant>,
-}
-
-/// A message of `bytes` bytes: the send time (ns since `epoch`) first.
+/// A message of `bytes` bytes: the send time (ns since `epoch`) and its
+/// sequence number first.
 fn message(epoch: Instant, sequence: usize, bytes: usize) -> String {
     let mut text = format!("{} {sequence} ", epoch.elapsed().as_nanos());
     if text.len() < bytes {
@@ -30,8 +30,16 @@ fn message(epoch: Instant, sequence: usize, bytes: usize) -> String {
     text
 }
 
-/// Opens `sessions`, publishes `messages` of `bytes` each, `interval` apart,
-/// and waits (up to `limit`) for every delivery.
+/// First-round deliveries, counted as they happen.
+#[derive(Default)]
+struct Throughput {
+    delivered: AtomicU64,
+    /// Latest delivery, ns since the epoch.
+    last_ns: AtomicU64,
+}
+
+/// Opens `sessions`, publishes `messages` back to back, then `messages`
+/// more `interval` apart, waiting up to `limit` for each round.
 pub async fn run(
     target: &Target,
     sessions: usize,
@@ -43,12 +51,14 @@ pub async fn run(
     let epoch = Instant::now();
     let url = target.ws_url();
     let semaphore = Arc::new(Semaphore::new(200));
+    let throughput = Arc::new(Throughput::default());
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<Result<(), String>>();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Received>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Duration>>();
     for n in 0..sessions {
         let permit = Arc::clone(&semaphore).acquire_owned().await?;
         let (opened, done, url, host) =
             (opened_tx.clone(), done_tx.clone(), url.clone(), target.ws);
+        let throughput = Arc::clone(&throughput);
         tokio::spawn(async move {
             let socket = open(host, &url, source_for(n, 2)).await;
             drop(permit);
@@ -60,37 +70,39 @@ pub async fn run(
                 }
             };
             let _ = opened.send(Ok(()));
-            let mut received = Received {
-                latencies: Vec::with_capacity(messages),
-                last_at: None,
-            };
-            let deadline = tokio::time::sleep(limit + Duration::from_secs(30));
+            let mut latencies = Vec::with_capacity(messages);
+            let mut seen = 0usize;
+            let deadline = tokio::time::sleep(2 * limit + Duration::from_secs(30));
             tokio::pin!(deadline);
-            while received.latencies.len() < messages {
+            while seen < 2 * messages {
                 let frame = tokio::select! {
                     frame = socket.next() => frame,
                     () = &mut deadline => break,
                 };
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        let sent = text
-                            .split(' ')
-                            .next()
-                            .and_then(|nanos| nanos.parse::<u64>().ok());
-                        if let Some(sent) = sent {
-                            let now = Instant::now();
+                        let now = Instant::now();
+                        let mut fields = text.split(' ');
+                        let sent = fields.next().and_then(|v| v.parse::<u64>().ok());
+                        let sequence = fields.next().and_then(|v| v.parse::<usize>().ok());
+                        let (Some(sent), Some(sequence)) = (sent, sequence) else {
+                            continue;
+                        };
+                        seen += 1;
+                        if sequence < messages {
+                            throughput.delivered.fetch_add(1, Ordering::Relaxed);
+                            let at = now.saturating_duration_since(epoch).as_nanos() as u64;
+                            throughput.last_ns.fetch_max(at, Ordering::Relaxed);
+                        } else {
                             let sent_at = epoch + Duration::from_nanos(sent);
-                            received
-                                .latencies
-                                .push(now.saturating_duration_since(sent_at));
-                            received.last_at = Some(now);
+                            latencies.push(now.saturating_duration_since(sent_at));
                         }
                     }
                     Some(Ok(_)) => {}
                     _ => break,
                 }
             }
-            let _ = done.send(received);
+            let _ = done.send(latencies);
             let _ = socket.close(None).await;
         });
     }
@@ -117,40 +129,46 @@ pub async fn run(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // Round one: back to back, for throughput.
+    let expected = (sessions * messages) as u64;
     let first_publish = Instant::now();
     let mut accepted = 0u64;
     for sequence in 0..messages {
         accepted += target.publish(message(epoch, sequence, bytes)).await?;
-        if !interval.is_zero() {
-            tokio::time::sleep(interval).await;
-        }
     }
-    let published_in = first_publish.elapsed();
+    let round_started = tokio::time::Instant::now();
+    while throughput.delivered.load(Ordering::Relaxed) < expected && round_started.elapsed() < limit
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delivered = throughput.delivered.load(Ordering::Relaxed);
+    let last = epoch + Duration::from_nanos(throughput.last_ns.load(Ordering::Relaxed));
+    let span = last.saturating_duration_since(first_publish);
 
+    // Round two: paced, for latency.
+    for sequence in messages..2 * messages {
+        accepted += target.publish(message(epoch, sequence, bytes)).await?;
+        tokio::time::sleep(interval).await;
+    }
     let mut latencies = Vec::with_capacity(sessions * messages);
-    let mut last = first_publish;
     let collect = async {
         while let Some(received) = done_rx.recv().await {
-            latencies.extend(received.latencies);
-            if let Some(at) = received.last_at {
-                last = last.max(at);
-            }
+            latencies.extend(received);
         }
     };
     let _ = tokio::time::timeout(limit, collect).await;
-    let delivered = latencies.len();
-    let span = last.saturating_duration_since(first_publish);
     Ok(json!({
         "mode": "fanout",
         "sessions": sessions,
         "messages": messages,
         "bytes": bytes,
         "accepted": accepted,
-        "expected": sessions * messages,
+        "expected": expected,
         "delivered": delivered,
-        "publish_seconds": published_in.as_secs_f64(),
         "delivery_seconds": span.as_secs_f64(),
         "deliveries_per_sec": if span.is_zero() { 0.0 } else { delivered as f64 / span.as_secs_f64() },
+        "latency_interval_ms": interval.as_secs_f64() * 1e3,
+        "latency_delivered": latencies.len(),
         "latency_ms": Percentiles::of(&mut latencies),
     }))
 }

@@ -23,22 +23,45 @@ pub struct Behaviour {
     pub sends_per_sec: f64,
 }
 
-/// Opens `sessions` (at most `concurrency` handshakes at once), reports as
-/// soon as all are open, holds them for `hold`, then closes them.
+/// How fast sessions are opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening {
+    /// Handshakes in flight at once, at most.
+    pub concurrency: usize,
+    /// New sessions per second, at most; 0 for as fast as `concurrency` allows.
+    pub per_second: f64,
+    /// First source address block (127.0.0.N).
+    pub first_block: u32,
+}
+
+/// Opens `sessions` as `opening` says, reports as soon as all are open,
+/// holds them for `hold`, then closes them.
 pub async fn run(
     target: &Target,
     sessions: usize,
-    concurrency: usize,
-    first_block: u32,
+    opening: Opening,
     behaviour: Behaviour,
     hold: Duration,
 ) -> Result<Value> {
+    let Opening {
+        concurrency,
+        per_second,
+        first_block,
+    } = opening;
     let started = Instant::now();
     let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Duration, String>>();
     let stop = Arc::new(Notify::new());
     let url = target.ws_url();
+    let mut pace = (per_second > 0.0).then(|| {
+        let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pace
+    });
     for n in 0..sessions {
+        if let Some(pace) = pace.as_mut() {
+            pace.tick().await;
+        }
         let permit = Arc::clone(&semaphore).acquire_owned().await?;
         let done = done_tx.clone();
         let stop = Arc::clone(&stop);

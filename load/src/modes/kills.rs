@@ -76,11 +76,14 @@ pub async fn kill_latency(target: &Target, trials: usize) -> Result<Value> {
         let killed = Instant::now();
         client.child.start_kill()?;
         let mut gone = None;
+        // Polled at the same pace for every server, so the poll itself
+        // neither floods one nor favours another.
         while killed.elapsed() < Duration::from_secs(5) {
             if target.count().await? == baseline {
                 gone = Some(killed.elapsed());
                 break;
             }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _ = client.child.wait().await;
         match gone {
@@ -128,8 +131,9 @@ pub async fn stop_latency(
     let mut next = 0usize;
     while removed.len() < trials && started.elapsed() < spread + limit {
         while next < trials && started.elapsed() >= step * next as u32 {
+            let at = Instant::now();
             signal(&clients[next].child, "STOP")?;
-            stopped_at.insert(clients[next].local.clone(), Instant::now());
+            stopped_at.insert(clients[next].local.clone(), at);
             next += 1;
         }
         let peers = target.peers().await?;

@@ -20,8 +20,9 @@ use crate::target::{Kind, Target};
 pub struct Scale {
     /// Session counts of the memory table.
     pub memory_sizes: Vec<usize>,
-    /// How long sessions settle before RSS is read, s.
-    pub settle_secs: u64,
+    /// P = T of the memory runs, ms: RSS is read after 2P + 1 s, once
+    /// every session has been pinged and has answered.
+    pub memory_p_ms: u64,
     /// Ping intervals the CPU figure is taken at, ms.
     pub cpu_intervals_ms: Vec<u64>,
     /// Length of the CPU window, s.
@@ -45,7 +46,7 @@ impl Scale {
     pub fn full() -> Self {
         Scale {
             memory_sizes: vec![1_000, 5_000, 10_000, 19_000],
-            settle_secs: 5,
+            memory_p_ms: 5_000,
             cpu_intervals_ms: vec![30_000, 5_000],
             cpu_window_secs: 120,
             detect_p_ms: 5_000,
@@ -61,7 +62,7 @@ impl Scale {
     pub fn quick() -> Self {
         Scale {
             memory_sizes: vec![200],
-            settle_secs: 1,
+            memory_p_ms: 1_000,
             cpu_intervals_ms: vec![1_000],
             cpu_window_secs: 2,
             detect_p_ms: 1_000,
@@ -275,82 +276,101 @@ pub async fn memory_and_cpu(paths: &Paths, scale: &Scale) -> Result<(Vec<MemoryR
     let mut memory = Vec::new();
     let mut cpu = Vec::new();
     let largest = scale.memory_sizes.iter().copied().max().unwrap_or(0);
-    let tck = procfs::ticks_per_second() as f64;
     for flavor in Flavor::ALL {
-        for &p_ms in &scale.cpu_intervals_ms {
-            // Memory is read at the first interval; the others are CPU runs.
-            let sizes: Vec<usize> = if p_ms == scale.cpu_intervals_ms[0] {
-                scale.memory_sizes.clone()
-            } else {
-                vec![largest]
-            };
-            for sessions in sizes {
-                let server = Running::start(flavor, paths, p_ms, p_ms).await?;
-                let pid = server.pid()?;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let baseline_kib = procfs::rss_kib(pid)?;
-                let held = IdleLoad::open(paths, &server.target, sessions).await?;
-                tokio::time::sleep(Duration::from_secs(scale.settle_secs)).await;
-                let held_kib = procfs::rss_kib(pid)?;
-                if p_ms == scale.cpu_intervals_ms[0] {
-                    memory.push(MemoryRow {
-                        server: flavor.name(),
-                        sessions,
-                        baseline_kib,
-                        held_kib,
-                        bytes_per_session: (held_kib.saturating_sub(baseline_kib) * 1024) as f64
-                            / sessions as f64,
-                    });
-                    eprintln!(
-                        "memory: {} {sessions} sessions: {held_kib} KiB (baseline {baseline_kib})",
-                        flavor.name()
-                    );
-                }
-                if sessions == largest {
-                    let window = Duration::from_secs(scale.cpu_window_secs);
-                    let metrics_before = match flavor {
-                        Flavor::Vigil => Some(policy_sample(&server.target).await?),
-                        _ => None,
-                    };
-                    let ticks_before = procfs::cpu_ticks(pid)?;
-                    let started = Instant::now();
-                    tokio::time::sleep(window).await;
-                    let ticks = procfs::cpu_ticks(pid)?.saturating_sub(ticks_before);
-                    let wall = started.elapsed();
-                    let policy = match metrics_before {
-                        Some(before) => {
-                            let after = policy_sample(&server.target).await?;
-                            Some(policy_cost(&before, &after, wall))
-                        }
-                        None => None,
-                    };
-                    let left = server.target.count().await?;
-                    if left != sessions as u64 {
-                        bail!(
-                            "{} dropped idle sessions: {left} of {sessions} left",
-                            flavor.name()
-                        );
-                    }
-                    cpu.push(CpuRow {
-                        server: flavor.name(),
-                        sessions,
-                        ping_interval_ms: p_ms,
-                        window_secs: scale.cpu_window_secs,
-                        cpu_percent: ticks as f64 / tck / wall.as_secs_f64() * 100.0,
-                        policy,
-                    });
-                    eprintln!(
-                        "cpu: {} P={p_ms} ms: {:.2} %",
-                        flavor.name(),
-                        cpu.last().map(|r| r.cpu_percent).unwrap_or(0.0)
-                    );
-                }
-                held.close().await;
-                server.stop().await;
+        // Memory at every size, P = T = memory_p_ms; CPU too at the largest
+        // when that P is one the CPU table wants.
+        for &sessions in &scale.memory_sizes {
+            let p_ms = scale.memory_p_ms;
+            let server = Running::start(flavor, paths, p_ms, p_ms).await?;
+            let pid = server.pid()?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let baseline_kib = procfs::rss_kib(pid)?;
+            let held = IdleLoad::open(paths, &server.target, sessions).await?;
+            tokio::time::sleep(Duration::from_millis(2 * p_ms + 1_000)).await;
+            let held_kib = procfs::rss_kib(pid)?;
+            memory.push(MemoryRow {
+                server: flavor.name(),
+                sessions,
+                baseline_kib,
+                held_kib,
+                bytes_per_session: (held_kib.saturating_sub(baseline_kib) * 1024) as f64
+                    / sessions as f64,
+            });
+            eprintln!(
+                "memory: {} {sessions} sessions: {held_kib} KiB (baseline {baseline_kib})",
+                flavor.name()
+            );
+            if sessions == largest && scale.cpu_intervals_ms.contains(&p_ms) {
+                cpu.push(cpu_window(&server, flavor, sessions, p_ms, scale).await?);
             }
+            held.close().await;
+            server.stop().await;
+        }
+        for &p_ms in &scale.cpu_intervals_ms {
+            if p_ms == scale.memory_p_ms {
+                continue;
+            }
+            let server = Running::start(flavor, paths, p_ms, p_ms).await?;
+            let held = IdleLoad::open(paths, &server.target, largest).await?;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            cpu.push(cpu_window(&server, flavor, largest, p_ms, scale).await?);
+            held.close().await;
+            server.stop().await;
         }
     }
+    cpu.sort_by_key(|row| std::cmp::Reverse(row.ping_interval_ms));
     Ok((memory, cpu))
+}
+
+/// The server's CPU over the window while it holds `sessions` idle ones,
+/// and for Vigil the policy's cost over the same window.
+async fn cpu_window(
+    server: &Running,
+    flavor: Flavor,
+    sessions: usize,
+    p_ms: u64,
+    scale: &Scale,
+) -> Result<CpuRow> {
+    let pid = server.pid()?;
+    let tck = procfs::ticks_per_second() as f64;
+    let window = Duration::from_secs(scale.cpu_window_secs);
+    let metrics_before = match flavor {
+        Flavor::Vigil => Some(policy_sample(&server.target).await?),
+        _ => None,
+    };
+    let ticks_before = procfs::cpu_ticks(pid)?;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let ticks = procfs::cpu_ticks(pid)?.saturating_sub(ticks_before);
+    let wall = started.elapsed();
+    let policy = match metrics_before {
+        Some(before) => {
+            let after = policy_sample(&server.target).await?;
+            Some(policy_cost(&before, &after, wall))
+        }
+        None => None,
+    };
+    let left = server.target.count().await?;
+    if left != sessions as u64 {
+        bail!(
+            "{} dropped idle sessions: {left} of {sessions} left",
+            flavor.name()
+        );
+    }
+    let row = CpuRow {
+        server: flavor.name(),
+        sessions,
+        ping_interval_ms: p_ms,
+        window_secs: scale.cpu_window_secs,
+        cpu_percent: ticks as f64 / tck / wall.as_secs_f64() * 100.0,
+        policy,
+    };
+    eprintln!(
+        "cpu: {} P={p_ms} ms: {:.2} %",
+        flavor.name(),
+        row.cpu_percent
+    );
+    Ok(row)
 }
 
 /// One row of the detection table.

@@ -36,13 +36,12 @@ pub struct Results {
     pub churn: Option<ChurnResult>,
 }
 
-fn ms(value: f64) -> String {
-    if value.is_nan() {
-        "–".to_owned()
-    } else if value < 10.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.0}")
+fn ms(value: Option<f64>) -> String {
+    match value {
+        None => "–".to_owned(),
+        Some(value) if value.is_nan() => "–".to_owned(),
+        Some(value) if value < 10.0 => format!("{value:.2}"),
+        Some(value) => format!("{value:.0}"),
     }
 }
 
@@ -137,7 +136,7 @@ impl Results {
                 Some(p) => (
                     format!("{:.1}", p.calls_per_sec),
                     format!("{:.1}", p.mean_batch),
-                    ms(p.call_p99_ms),
+                    ms(Some(p.call_p99_ms)),
                 ),
                 None => ("–".into(), "–".into(), "–".into()),
             };
@@ -153,7 +152,12 @@ impl Results {
         }
 
         let _ = writeln!(out, "\n#### 4. Fan-out of 1 KiB messages\n");
-        let _ = writeln!(out, "| server | sessions | delivered / expected | deliveries/s | p50 ms | p99 ms | max ms |");
+        let _ = writeln!(
+            out,
+            "{} messages back to back for the rate; {} more, one every 200 ms, for the latency.\n",
+            self.scale.fanout_messages, self.scale.fanout_messages
+        );
+        let _ = writeln!(out, "| server | sessions | delivered / expected | deliveries/s | latency p50 ms | p99 ms | max ms |");
         let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for row in &self.fanout {
             let _ = writeln!(
@@ -185,10 +189,11 @@ impl Results {
         if let Some(churn) = &self.churn {
             let _ = writeln!(
                 out,
-                "{} cycles ({} closed, {} killed, {} aborted mid-handshake, {} failed) in {:.1} s: {} sessions left; RSS {} KiB before, {} KiB after ({:+.1} %).",
+                "{} cycles ({} closed, {} killed (FIN, no close frame), {} reset (RST), {} aborted mid-handshake, {} failed) in {:.1} s: {} sessions left; RSS {} KiB before, {} KiB after ({:+.1} %).",
                 churn.report["cycles"],
                 churn.report["closed"],
                 churn.report["killed"],
+                churn.report["reset"],
                 churn.report["aborted_mid_handshake"],
                 churn.report["failed"],
                 churn.report["seconds"].as_f64().unwrap_or(0.0),
