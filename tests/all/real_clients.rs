@@ -16,7 +16,9 @@ use vigil::config::VigilConfig;
 use vigil_tests::DEFAULT_POLICY;
 
 use crate::onebot::{start_upstream, UpstreamCalls};
-use crate::support::{fast_config, http, metric, read_lines, sessions_become, start_host};
+use crate::support::{
+    fast_config, http, metric, metrics_text, read_lines, sessions_become, start_host,
+};
 
 const SELF_ID: i64 = 3_651_396_264;
 const TOKEN: &str = "real-client-t0ken";
@@ -278,9 +280,7 @@ async fn koishi_connects_gets_its_startup_calls_answered_and_stays_connected() {
         online_after < Duration::from_secs(15),
         "Koishi took {online_after:?} to come online"
     );
-    let metrics = http(server.address, "GET", "/metrics", None, None)
-        .await
-        .text;
+    let metrics = metrics_text(server.address).await;
     assert!(
         metric(
             &metrics,

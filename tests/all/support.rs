@@ -315,3 +315,21 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The host's `/metrics` text.
+pub async fn metrics_text(address: SocketAddr) -> String {
+    http(address, "GET", "/metrics", None, None).await.text
+}
+
+/// Sessions removed for `reason`, whatever tier they were in.
+pub fn evictions(metrics: &str, reason: &str) -> f64 {
+    ["fast", "regular", "keep-alive"]
+        .iter()
+        .map(|tier| {
+            metric(
+                metrics,
+                &format!(r#"vigil_evictions_total{{reason="{reason}",tier="{tier}"}}"#),
+            )
+        })
+        .sum()
+}

@@ -2,7 +2,8 @@
 # Installs the real OneBot v11 clients the OneBot tests run against Vigil:
 # NoneBot2 with nonebot-adapter-onebot and its websockets driver (a Python
 # venv), and Koishi with its OneBot adapter (an npm prefix). Both go under
-# the target directory, are created once and reused; versions are pinned.
+# the target directory, are created once and reused; versions are pinned
+# here.
 #
 # Usage: setup.sh <dir>   (default: <repo>/target/onebot-clients)
 # Prints nothing on success but the directory; fails with one clear line when
@@ -13,44 +14,16 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 dir="${1:-$root/target/onebot-clients}"
 mkdir -p "$dir"
+LABEL=onebot-clients
+# shellcheck source=scripts/pinned-install.sh
+. "$root/scripts/pinned-install.sh"
 
-# Pinned versions. Change them here and the stamp below forces a reinstall.
-PY_PACKAGES=(
-    "nonebot2[websockets]==2.5.0"
-    "nonebot-adapter-onebot==2.4.6"
+install_venv "$dir/venv" \
+    "nonebot2[websockets]==2.5.0" \
+    "nonebot-adapter-onebot==2.4.6" \
     "websockets==15.0.1"
-)
-NPM_PACKAGES=(
-    "koishi@4.18.11"
+install_npm "$dir/npm" \
+    "koishi@4.18.11" \
     "koishi-plugin-adapter-onebot@6.9.4"
-)
-
-stamp_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
-
-fail() { echo "onebot-clients: $*" >&2; exit 1; }
-
-# --- NoneBot2 -------------------------------------------------------------
-py_stamp="$(stamp_of "${PY_PACKAGES[@]}")"
-if [[ "$(cat "$dir/venv/.vigil-stamp" 2>/dev/null || true)" != "$py_stamp" ]]; then
-    command -v python3 >/dev/null || fail "python3 is not installed; NoneBot2 needs Python >= 3.9"
-    rm -rf "$dir/venv"
-    python3 -m venv "$dir/venv" || fail "could not create a Python venv in $dir/venv"
-    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" \
-        || fail "pip could not install ${PY_PACKAGES[*]} (is PyPI reachable?)"
-    echo "$py_stamp" > "$dir/venv/.vigil-stamp"
-fi
-
-# --- Koishi ---------------------------------------------------------------
-npm_stamp="$(stamp_of "${NPM_PACKAGES[@]}")"
-if [[ "$(cat "$dir/npm/.vigil-stamp" 2>/dev/null || true)" != "$npm_stamp" ]]; then
-    command -v npm >/dev/null || fail "npm is not installed; Koishi needs Node.js >= 18"
-    rm -rf "$dir/npm"
-    mkdir -p "$dir/npm"
-    echo '{"name":"vigil-onebot-clients","private":true}' > "$dir/npm/package.json"
-    npm install --prefix "$dir/npm" --no-audit --no-fund --loglevel=error --save-exact \
-        "${NPM_PACKAGES[@]}" >/dev/null \
-        || fail "npm could not install ${NPM_PACKAGES[*]} (is the npm registry reachable?)"
-    echo "$npm_stamp" > "$dir/npm/.vigil-stamp"
-fi
 
 echo "$dir"
