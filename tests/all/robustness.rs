@@ -305,8 +305,14 @@ async fn a_backlog_above_the_soft_mark_that_lasts_is_evicted_by_the_policy() {
             "the queue never passed the soft mark"
         );
     }
-    // Keep the backlog fed (the kernel may still take some bytes off the
-    // queue) until the policy acts; the hard limit is far away.
+    // Keep the backlog fed until the policy acts: faster than the kernel can
+    // take bytes off the queue while it grows the socket buffers (several
+    // MB on loopback), so the queue never dips under the soft mark; the hard
+    // limit (64 MiB) is far away.
+    let feed = format!(
+        r#"{{"to": {{"identity": "lagging"}}, "data": "{}"}}"#,
+        "y".repeat(400_000)
+    );
     let above_soft_mark = Instant::now();
     let mut evicted = false;
     while above_soft_mark.elapsed() < Duration::from_secs(5) {
@@ -314,7 +320,7 @@ async fn a_backlog_above_the_soft_mark_that_lasts_is_evicted_by_the_policy() {
             evicted = true;
             break;
         }
-        let _ = http(address, "POST", "/publish", Some(&body), None).await;
+        let _ = http(address, "POST", "/publish", Some(&feed), None).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(evicted, "a lasting backlog was kept");
@@ -434,6 +440,8 @@ async fn at_the_session_limit_the_policy_chooses_whom_to_drop() {
         Some("closed 1013 capacity"),
         "the silent session should make room"
     );
+    // The newcomer's handshake is done; the host admits it a moment later.
+    assert!(sessions_become(address, 2, Duration::from_secs(5)).await);
     let sessions = http(address, "GET", "/sessions", None, None).await.json;
     let identities: Vec<&str> = sessions["sessions"]
         .as_array()
@@ -479,6 +487,9 @@ async fn graceful_shutdown_closes_every_session_with_1001() {
     let mut clients: Vec<WsClient> = (0..3)
         .map(|_| WsClient::connect(address, "", &[]))
         .collect();
+    // A client is connected once its handshake is done; the host admits the
+    // session a moment later.
+    assert!(sessions_become(address, 3, Duration::from_secs(5)).await);
     let started = Instant::now();
     let closed = server.shutdown().await;
     assert!(
