@@ -22,20 +22,26 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut inbox = hub.take_event_inbox();
     let mut monitor = crate::monitor::GrowthMonitor::new(&hub);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.changed() => break,
-        }
-        if *stop.borrow() {
-            break;
-        }
+    while next_tick(&mut interval, &mut stop).await {
         if let Some(inbox) = inbox.as_mut() {
             forward_events(&hub, inbox);
         }
         tick_once(&hub, Instant::now()).await;
         monitor.check(&hub);
     }
+}
+
+/// Waits for the next tick of `interval`; false once `stop` has turned true
+/// (or its sender is gone): the loop condition of the host's periodic tasks.
+pub(crate) async fn next_tick(
+    interval: &mut tokio::time::Interval,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = interval.tick() => {}
+        _ = stop.changed() => return false,
+    }
+    !*stop.borrow()
 }
 
 fn forward_events(hub: &Hub, inbox: &mut tokio::sync::mpsc::Receiver<Event>) {

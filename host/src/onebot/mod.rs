@@ -357,14 +357,7 @@ pub async fn run_heartbeats(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(profile.heartbeat_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await; // the first tick is immediate; lifecycle came first
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.changed() => break,
-        }
-        if *stop.borrow() {
-            break;
-        }
+    while crate::heartbeat::next_tick(&mut interval, &mut stop).await {
         let beat = protocol::heartbeat(
             profile.self_id,
             protocol::unix_seconds(),
