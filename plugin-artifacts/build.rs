@@ -21,6 +21,7 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("vigil-test-noop", "vigil_test_noop"),
     ("vigil-test-misbehaving", "vigil_test_misbehaving"),
     ("vigil-test-wrong-world", "vigil_test_wrong_world"),
+    ("vigil-test-clock-reader", "vigil_test_clock_reader"),
 ];
 
 fn main() {
@@ -40,17 +41,10 @@ fn run() -> Result<(), String> {
     let plugins_dir = root.join("plugins");
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
 
-    for watched in [
-        "sdk",
-        "default-policy",
-        "test-plugins",
-        "Cargo.toml",
-        "Cargo.lock",
-    ] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            plugins_dir.join(watched).display()
-        );
+    // Every member of the plugins' workspace, so no test runs a stale
+    // component: read from the directory, not listed by hand.
+    for watched in plugin_sources(&plugins_dir)? {
+        println!("cargo:rerun-if-changed={}", watched.display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
@@ -76,6 +70,27 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
     }
     Ok(())
+}
+
+/// What the plugins are built from: the workspace manifest and lock file,
+/// and every directory beside them (each a plugin, the SDK, or a folder of
+/// test plugins); cargo watches directories recursively.
+fn plugin_sources(plugins_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut sources = vec![
+        plugins_dir.join("Cargo.toml"),
+        plugins_dir.join("Cargo.lock"),
+    ];
+    let entries = std::fs::read_dir(plugins_dir)
+        .map_err(|e| format!("reading {}: {e}", plugins_dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", plugins_dir.display()))?;
+        // A `target/` of a build run by hand inside plugins/ is output.
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) && entry.file_name() != "target" {
+            sources.push(entry.path());
+        }
+    }
+    sources.sort();
+    Ok(sources)
 }
 
 fn env_var(name: &str) -> Result<String, String> {

@@ -1,5 +1,7 @@
-//! `vigil.toml`: every setting with its documented default. Command-line
-//! flags override what the file says.
+//! `vigil.toml`: every setting with its documented default, section by
+//! section. Command-line flags override what the file says. The core's
+//! sections are defined in [`crate::core::config`], each profile's next to
+//! the profile; this file puts them together and validates the whole.
 //!
 //! ```toml
 //! [server]
@@ -20,13 +22,16 @@
 //! fault_window_ms = 60000
 //! ```
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Deserialize;
 
-use crate::policy::{SandboxLimits, SupervisorConfig};
+pub use crate::core::config::{
+    AdminConfig, HostConfig, MonitorConfig, PolicyConfig, ServerConfig, SessionsConfig, TcpConfig,
+    TierTiming, TiersConfig,
+};
+pub use crate::onebot::OneBotConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,297 +53,6 @@ pub struct VigilConfig {
     pub admin: AdminConfig,
     /// The OneBot v11 forward-WebSocket profile.
     pub onebot: OneBotConfig,
-}
-
-/// `[onebot]`: serve OneBot v11 forward-WebSocket endpoints (`/`, `/event`,
-/// `/api`) on the public listener, so bot frameworks (NoneBot2, Koishi)
-/// connect to Vigil as they would to a OneBot implementation, and get
-/// Vigil's liveness behaviour. Off unless `enabled` (or `--onebot-self-id`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OneBotConfig {
-    /// Serve the OneBot endpoints. Default false.
-    pub enabled: bool,
-    /// The bot account's id, sent as `self_id` in every event and by
-    /// `get_login_info`. Required when enabled.
-    pub self_id: Option<i64>,
-    /// The bot's nickname, for `get_login_info`. Default `vigil`.
-    pub nickname: String,
-    /// Interval of heartbeat meta events, ms. Default 5 000; must stay under
-    /// 30 000, since NoneBot's aiohttp driver drops a connection that hears
-    /// nothing for 30 s.
-    pub heartbeat_interval_ms: u64,
-    /// Token the OneBot endpoints require (`Authorization: Bearer` or
-    /// `?access_token=`). Default: `server.access_token`.
-    pub access_token: Option<String>,
-    /// Send WebSocket Pings to OneBot clients. Default true. Some client
-    /// drivers mishandle server Pings; with false, liveness rests on inbound
-    /// activity, `TCP_INFO`, keepalive, write failures and backlog.
-    pub ws_ping: bool,
-    /// A OneBot HTTP API (loopback only, `http://127.0.0.1:5700`) that
-    /// actions Vigil does not answer itself are forwarded to, as
-    /// `POST {upstream}/{action}`. Without one they get `failed`/1404.
-    pub action_upstream: Option<String>,
-    /// How long a forwarded action may take before it is answered `failed`,
-    /// ms, at most 60 000. Default 5 000.
-    pub action_timeout_ms: u64,
-}
-
-impl Default for OneBotConfig {
-    fn default() -> Self {
-        OneBotConfig {
-            enabled: false,
-            self_id: None,
-            nickname: "vigil".to_owned(),
-            heartbeat_interval_ms: 5_000,
-            access_token: None,
-            ws_ping: true,
-            action_upstream: None,
-            action_timeout_ms: 5_000,
-        }
-    }
-}
-
-impl OneBotConfig {
-    /// Checks what the types alone cannot.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if !self.enabled {
-            return Ok(());
-        }
-        if self.self_id.is_none() {
-            bail!("[onebot] self_id is required when the OneBot profile is enabled (the bot account's id, sent in every event)");
-        }
-        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= 30_000 {
-            bail!("[onebot] heartbeat_interval_ms must be between 1 and 29 999 (under 30 s): clients drop a connection that hears nothing for 30 s");
-        }
-        if self.action_timeout_ms == 0 || self.action_timeout_ms > 60_000 {
-            bail!("[onebot] action_timeout_ms must be between 1 and 60 000 (clients give up on an action after 60 s)");
-        }
-        if let Some(upstream) = &self.action_upstream {
-            crate::onebot::upstream::parse_loopback_url(upstream)
-                .map_err(|why| anyhow::anyhow!("[onebot] action_upstream `{upstream}`: {why}"))?;
-        }
-        Ok(())
-    }
-}
-
-/// `[admin]`: served on its own listener, never on the public one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address of the admin listener. Default `127.0.0.1:8081`.
-    pub listen: SocketAddr,
-    /// Bearer token every admin request must carry. Without one the admin
-    /// API is not served at all. Default none.
-    pub token: Option<String>,
-    /// Health differences above this count as a shadow disagreement. Default 10.
-    pub shadow_health_threshold: u8,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            token: None,
-            shadow_health_threshold: 10,
-        }
-    }
-}
-
-/// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address to listen on. Default `127.0.0.1:8080`.
-    pub listen: SocketAddr,
-    /// When set, every route but `/healthz` requires it, as
-    /// `Authorization: Bearer <token>` or `?access_token=<token>`. Default none.
-    pub access_token: Option<String>,
-    /// Per-connection WebSocket read buffer, bytes, allocated up front for
-    /// every session. Default 512: it is most of an idle session's memory
-    /// after the task itself (BENCHMARKS.md); tungstenite's own default of
-    /// 128 KiB would cost 128 KiB per idle session. A frame larger than the
-    /// buffer grows it to the frame's size, so large messages are still
-    /// read in large reads.
-    pub read_buffer_bytes: usize,
-    /// Per-connection WebSocket write buffer target, bytes. Default 4 096.
-    pub write_buffer_bytes: usize,
-    /// Largest inbound message, bytes; larger ones close the session with
-    /// 1009. Default 1 MiB.
-    pub max_message_bytes: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            access_token: None,
-            read_buffer_bytes: 512,
-            write_buffer_bytes: 4096,
-            max_message_bytes: 1 << 20,
-        }
-    }
-}
-
-/// `[sessions]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SessionsConfig {
-    /// Most sessions at once; beyond it the policy chooses whom to drop, or
-    /// new connections get 503. Default unlimited.
-    pub max_sessions: Option<usize>,
-    /// Client class of sessions on `/ws`. Default `default`.
-    pub default_class: String,
-    /// Outbound queue hard limit per session, bytes: messages beyond it are
-    /// dropped and counted. Default 1 MiB.
-    pub queue_max_bytes: usize,
-    /// Outbound queue soft mark, bytes: above it the policy hears of
-    /// backpressure. Default 256 KiB.
-    pub queue_soft_bytes: usize,
-    /// The shared tick that drives pings, pong deadlines and re-assessment, ms.
-    /// Default 100.
-    pub tick_ms: u64,
-    /// How long an evicted session gets to take its close frame before the
-    /// connection is dropped, ms. Default 1 000.
-    pub close_grace_ms: u64,
-    /// How long shutdown waits for sessions to close, ms. Default 5 000.
-    pub drain_timeout_ms: u64,
-    /// Inbound frames per second a session may send (pings included) before
-    /// it is closed with 1008. Default 200.
-    pub max_inbound_frames_per_sec: u32,
-    /// Report frame-received / frame-sent events to the policy (one event per
-    /// frame: costly at high message rates). Default false.
-    pub frame_events: bool,
-}
-
-impl Default for SessionsConfig {
-    fn default() -> Self {
-        SessionsConfig {
-            max_sessions: None,
-            default_class: "default".to_owned(),
-            queue_max_bytes: 1 << 20,
-            queue_soft_bytes: 256 << 10,
-            tick_ms: 100,
-            close_grace_ms: 1_000,
-            drain_timeout_ms: 5_000,
-            max_inbound_frames_per_sec: 200,
-            frame_events: false,
-        }
-    }
-}
-
-/// When a tier pings and how long it waits for the pong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierTiming {
-    /// Time between pings, ms.
-    pub ping_interval_ms: u64,
-    /// How long a ping may go unanswered before the pong is overdue, ms.
-    pub pong_timeout_ms: u64,
-}
-
-/// `[tiers]`: the host executes the tiers the policy chooses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TiersConfig {
-    /// Default: ping every 5 s, pong timeout 5 s.
-    pub fast: TierTiming,
-    /// Default: ping every 30 s, pong timeout 30 s.
-    pub regular: TierTiming,
-    /// Default: probe every 60 s, pong timeout 30 s.
-    pub keep_alive: TierTiming,
-}
-
-impl Default for TiersConfig {
-    fn default() -> Self {
-        TiersConfig {
-            fast: TierTiming {
-                ping_interval_ms: 5_000,
-                pong_timeout_ms: 5_000,
-            },
-            regular: TierTiming {
-                ping_interval_ms: 30_000,
-                pong_timeout_ms: 30_000,
-            },
-            keep_alive: TierTiming {
-                ping_interval_ms: 60_000,
-                pong_timeout_ms: 30_000,
-            },
-        }
-    }
-}
-
-impl TiersConfig {
-    /// The timing of `tier`.
-    pub fn timing(&self, tier: crate::policy::Tier) -> TierTiming {
-        match tier {
-            crate::policy::Tier::Fast => self.fast,
-            crate::policy::Tier::Regular => self.regular,
-            crate::policy::Tier::KeepAlive => self.keep_alive,
-        }
-    }
-}
-
-/// `[tcp]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TcpConfig {
-    /// TCP keepalive idle time, seconds; 0 disables. Default 30.
-    pub keepalive_secs: u64,
-    /// `TCP_USER_TIMEOUT` (Linux): unacknowledged data older than this kills
-    /// the connection, ms; 0 leaves the kernel default. Default 30 000.
-    pub user_timeout_ms: u64,
-    /// Disable Nagle's algorithm. Default true.
-    pub nodelay: bool,
-}
-
-impl Default for TcpConfig {
-    fn default() -> Self {
-        TcpConfig {
-            keepalive_secs: 30,
-            user_timeout_ms: 30_000,
-            nodelay: true,
-        }
-    }
-}
-
-/// `[monitor]`: the seed problem's symptom, as an alarm.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MonitorConfig {
-    /// Window the growth is measured over, ms. Default 60 000.
-    pub window_ms: u64,
-    /// Net new sessions within a window, with no inbound application
-    /// traffic in it, that raise the alarm. Default 100.
-    pub growth_threshold: u64,
-}
-
-impl Default for MonitorConfig {
-    fn default() -> Self {
-        MonitorConfig {
-            window_ms: 60_000,
-            growth_threshold: 100,
-        }
-    }
-}
-
-/// `[policy]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// The plugin component; the built-in default policy when unset.
-    pub path: Option<PathBuf>,
-    /// The plugin's configuration, inline (converted to JSON).
-    pub config: Option<toml::Table>,
-    /// The plugin's configuration, as a JSON file. Exclusive with `config`.
-    pub config_file: Option<PathBuf>,
-    /// Reload the plugin when `path` changes (validated like an admin swap).
-    /// Default false.
-    pub watch: bool,
-    /// Deadline and memory caps.
-    pub limits: SandboxLimits,
-    /// When a faulting plugin is disabled.
-    pub faults: SupervisorConfig,
 }
 
 impl VigilConfig {
@@ -364,64 +78,23 @@ impl VigilConfig {
         Ok(config)
     }
 
-    /// Checks what the types alone cannot.
+    /// Checks what the types alone cannot: the core's sections, then each
+    /// profile's.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.policy.watch && self.policy.path.is_none() {
-            bail!("[policy] watch needs a plugin file: set `path` (or pass --policy FILE.wasm)");
-        }
-        if self.policy.config.is_some() && self.policy.config_file.is_some() {
-            bail!("[policy] sets both `config` and `config_file`; use one");
-        }
-        let limits = &self.policy.limits;
-        if limits.call_deadline.is_zero() || limits.init_deadline.is_zero() {
-            bail!("[policy.limits] deadlines must be above 0 ms");
-        }
-        if limits.memory_bytes < (1 << 20) {
-            bail!("[policy.limits] memory_bytes must be at least 1 MiB (1048576); a wasm32-wasip2 component needs more than a few pages");
-        }
-        if self.policy.faults.max_faults == 0 {
-            bail!("[policy.faults] max_faults must be at least 1");
-        }
-        let sessions = &self.sessions;
-        if sessions.tick_ms == 0 {
-            bail!("[sessions] tick_ms must be above 0");
-        }
-        if sessions.queue_soft_bytes > sessions.queue_max_bytes {
-            bail!("[sessions] queue_soft_bytes must not exceed queue_max_bytes");
-        }
-        if sessions.max_sessions == Some(0) {
-            bail!("[sessions] max_sessions must be at least 1 (leave it out for no limit)");
-        }
-        for (name, timing) in [
-            ("fast", self.tiers.fast),
-            ("regular", self.tiers.regular),
-            ("keep_alive", self.tiers.keep_alive),
-        ] {
-            if timing.ping_interval_ms == 0 || timing.pong_timeout_ms == 0 {
-                bail!("[tiers.{name}] ping_interval_ms and pong_timeout_ms must be above 0");
-            }
-        }
-        if self.server.read_buffer_bytes < 256 || self.server.write_buffer_bytes == 0 {
-            bail!("[server] read_buffer_bytes must be at least 256 and write_buffer_bytes above 0");
-        }
+        self.host().validate()?;
         self.onebot.validate()
     }
-}
 
-impl PolicyConfig {
-    /// The JSON string handed to the plugin's `configure` (`{}` when none).
-    pub fn plugin_config_json(&self) -> anyhow::Result<String> {
-        if let Some(file) = &self.config_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read policy config {}", file.display()))?;
-            serde_json::from_str::<serde_json::Value>(&text)
-                .with_context(|| format!("policy config {} is not valid JSON", file.display()))?;
-            return Ok(text);
-        }
-        match &self.config {
-            Some(table) => Ok(serde_json::to_string(table)
-                .context("policy config cannot be expressed as JSON")?),
-            None => Ok("{}".to_owned()),
+    /// The sections the session host runs on.
+    pub fn host(&self) -> HostConfig {
+        HostConfig {
+            server: self.server.clone(),
+            sessions: self.sessions.clone(),
+            tiers: self.tiers,
+            tcp: self.tcp.clone(),
+            monitor: self.monitor.clone(),
+            policy: self.policy.clone(),
+            admin: self.admin.clone(),
         }
     }
 }

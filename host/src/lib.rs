@@ -3,38 +3,28 @@
 //!
 //! The host owns the mechanics (sockets, heartbeats, queues, closing); the
 //! plugin owns the decisions, through the `vigil:policy` WIT contract in
-//! `wit/`. This file is the map of the crate.
+//! `wit/`, run by the `vigil-policy-runtime` crate. This file is the map of
+//! the crate, layer by layer; each layer imports only the ones above it in
+//! this list (`tests/layers.rs` checks it, ARCHITECTURE.md draws it).
 
-/// The admin API: policy swap, rollback and shadow, on its own listener.
-pub mod admin;
-/// Command line: `vigil serve`, `vigil policy check`.
-pub mod cli;
-/// `vigil.toml` and its defaults; what an operator can set.
-pub mod config;
-/// The shared tick: pings, pong deadlines, batched policy assessment.
-pub mod heartbeat;
-/// Shared state of the running host and the operations spanning sessions.
-pub mod hub;
-/// Prometheus metrics.
-pub mod metrics;
-/// The "sessions grow while nothing comes in" alarm.
-pub mod monitor;
-/// The OneBot v11 forward-WebSocket profile: `/`, `/event`, `/api`.
+/// Layer 1, the core: sessions, liveness, the shared tick, the policy's
+/// handle, behind one public API ([`SessionHost`]).
+pub mod core;
+
+/// Layer 2, HTTP: the public API, the admin API, tokens, error answers.
+pub mod http;
+/// Layer 2, the profile seam: features that bring their own endpoints.
+pub mod profile;
+
+/// Layer 3, profiles: OneBot v11 forward-WebSocket endpoints.
 pub mod onebot;
-/// The policy runtime: loading plugins into the wasmtime sandbox, calling them
-/// under limits, and falling back to the native default policy on faults.
-pub mod policy;
-/// Live sessions by id and by client identity.
-pub mod registry;
-/// When each session next needs the shared tick.
-pub mod schedule;
-/// The HTTP server: WebSocket upgrade, JSON API, metrics, shutdown.
-pub mod server;
-/// One session: its state, bounded queue, and the task owning its socket.
-pub mod session;
-/// Socket options on accept and `TCP_INFO`.
-pub mod tcp;
-/// Reloading the policy when its file changes (`--watch`).
-pub mod watch;
 
-pub use vigil_policy_sdk as sdk;
+/// Layer 4, start-up: `vigil.toml` as a whole.
+pub mod config;
+/// Layer 4, start-up: the one way a host starts, the CLI, the file watch.
+pub mod startup;
+
+pub use crate::core::SessionHost;
+pub use startup::{cli, RunningServer, Vigil, VigilBuilder};
+pub use vigil_policy_runtime as policy;
+pub use vigil_policy_runtime::sdk;

@@ -7,33 +7,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use vigil::config::VigilConfig;
-use vigil::policy::{PluginSource, PolicyEngine, PolicyHandle, Sandbox, Supervisor};
 
-async fn start_host() -> vigil::server::RunningServer {
-    let engine = match PolicyEngine::new() {
-        Ok(engine) => engine,
-        Err(error) => panic!("cannot start the engine: {error:#}"),
-    };
+/// A host started the way `vigil serve` starts one, with the default policy.
+async fn start_host() -> vigil::RunningServer {
     let mut config = VigilConfig::default();
     config.sessions.tick_ms = 50;
-    let sandbox = match Sandbox::load(
-        &engine,
-        &PluginSource::embedded_default(),
-        "{}",
-        config.policy.limits.clone(),
-    ) {
-        Ok(sandbox) => sandbox,
-        Err(error) => panic!("default policy should load: {error}"),
-    };
-    let policy = match PolicyHandle::spawn(Supervisor::new(sandbox, config.policy.faults.clone())) {
-        Ok(policy) => policy,
-        Err(error) => panic!("cannot start the policy thread: {error}"),
-    };
     let listener = match TcpListener::bind("127.0.0.1:0").await {
         Ok(listener) => listener,
         Err(error) => panic!("cannot bind: {error}"),
     };
-    match vigil::server::start(listener, config, engine, policy).await {
+    match vigil::Vigil::builder(config).start(listener).await {
         Ok(server) => server,
         Err(error) => panic!("cannot start the host: {error:#}"),
     }
@@ -86,7 +69,7 @@ async fn quick_mode_opens_sessions_and_times_kills() {
 
     // Wait for the idle sessions to go, so kill-latency starts from zero.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !server.hub.registry.is_empty() && tokio::time::Instant::now() < deadline {
+    while server.host.session_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let kills = load(vec![

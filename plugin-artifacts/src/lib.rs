@@ -40,6 +40,10 @@ pub mod test_plugins {
     /// On disk, for commands that take a plugin path.
     pub const MISBEHAVING_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_test_misbehaving.wasm");
 
+    /// Reports the clocks and random sources WASI gives it in its verdicts.
+    pub static CLOCK_READER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_clock_reader.wasm"));
+
     /// A valid component of another world.
     pub static WRONG_WORLD: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_wrong_world.wasm"));

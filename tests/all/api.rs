@@ -44,7 +44,7 @@ async fn access_token_is_required_before_the_upgrade_and_on_the_api() {
         http(address, "GET", "/healthz", None, None).await.status,
         200
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 /// Sends a raw request and returns the response's status code.
@@ -143,7 +143,7 @@ async fn publish_reaches_the_targeted_sessions() {
             response.text
         );
     }
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +255,7 @@ async fn sessions_are_listed_paged_filtered_and_removed() {
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +277,7 @@ async fn growing_silent_sessions_raise_the_alarm() {
         raised.is_some(),
         "four silent new sessions did not raise the alarm"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,13 +323,15 @@ async fn client_pings_are_answered_at_once_and_identity_can_come_in_a_header() {
             matches!(pong, Ok(Some(ref p)) if p.as_ref() == [round]),
             "no pong for ping {round}: {pong:?}"
         );
+        // At once: a pong held back until the host's next write would wait
+        // for the next ping, a second away in this config.
         assert!(
-            sent.elapsed() < Duration::from_millis(100),
+            sent.elapsed() < Duration::from_millis(500),
             "pong took {:?}",
             sent.elapsed()
         );
     }
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 fn axum_header(value: &str) -> tokio_tungstenite::tungstenite::http::HeaderValue {

@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
-    admin_address, admin_config, http, metric, session_count, sessions_become, start_host, upload,
-    wait_until, WsClient, ADMIN_TOKEN,
+    admin_address, admin_config, http, metric, metric_or_zero, session_count, sessions_become,
+    start_host, upload, wait_until, WsClient, ADMIN_TOKEN,
 };
 use vigil_tests::{generated_facts, test_plugins, DEFAULT_POLICY};
 
@@ -75,7 +75,7 @@ async fn a_hundred_swaps_under_traffic_lose_no_session_and_no_message() {
     // Batches assessed while swapping: each must carry one stamp only.
     let checking = Arc::new(AtomicBool::new(true));
     let checker = {
-        let policy = server.hub.policy.clone();
+        let policy = server.host.policy().clone();
         let checking = Arc::clone(&checking);
         tokio::spawn(async move {
             let mut stamps_seen = std::collections::BTreeSet::new();
@@ -176,7 +176,7 @@ async fn a_hundred_swaps_under_traffic_lose_no_session_and_no_message() {
         "swap latency over 100 swaps with {SESSIONS} sessions: p50 {:?}, max {:?}",
         swap_times[50], swap_times[99]
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +204,7 @@ async fn swapping_to_the_strict_policy_evicts_a_frozen_client_the_noop_kept() {
         sessions_become(address, 0, Duration::from_secs(2)).await,
         "the strict policy's decision did not take effect"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +263,7 @@ async fn rejected_candidates_leave_the_active_policy_untouched() {
         "{metrics}"
     );
     assert_eq!(session_count(server.address).await, 1);
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +305,7 @@ async fn rollback_returns_to_the_previous_policy_and_its_behaviour() {
         sessions_become(address, 0, Duration::from_secs(3)).await,
         "the rolled-back default policy did not evict a frozen client"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +403,7 @@ async fn a_shadow_strict_policy_records_disagreements_without_acting_until_promo
         .status,
         404
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,12 +438,12 @@ async fn the_admin_api_needs_its_token_and_is_not_on_the_public_listener() {
         .status,
         404
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 
     // Without a token configured the admin API is not served at all.
     let plain = start_host(crate::support::fast_config(), DEFAULT_POLICY, "{}").await;
     assert!(plain.admin_address.is_none());
-    let _ = plain.shutdown().await;
+    crate::support::shut_down(plain).await;
 }
 
 /// Replaces `path` the way deploy tools do: write beside it, then rename.
@@ -476,7 +476,7 @@ async fn a_watched_policy_file_is_swapped_when_it_changes_and_rejected_when_bad(
     let _client = WsClient::connect(address, "", &[]);
 
     let wait_for_active = |sha: String| {
-        let policy = server.hub.policy.clone();
+        let policy = server.host.policy().clone();
         async move {
             wait_until(Duration::from_secs(5), || {
                 let policy = policy.clone();
@@ -498,11 +498,11 @@ async fn a_watched_policy_file_is_swapped_when_it_changes_and_rejected_when_bad(
             "round {round}: the changed file was not swapped in"
         );
     }
-    let active = server.hub.policy.info().sha256;
+    let active = server.host.policy().info().sha256;
     replace_file(&path, b"not a plugin any more");
     let rejected = wait_until(Duration::from_secs(5), || async {
         let metrics = http(address, "GET", "/metrics", None, None).await.text;
-        metric(&metrics, r#"vigil_policy_swaps_total{result="rejected"}"#) == 1.0
+        metric_or_zero(&metrics, r#"vigil_policy_swaps_total{result="rejected"}"#) == 1.0
     })
     .await;
     assert!(
@@ -510,7 +510,7 @@ async fn a_watched_policy_file_is_swapped_when_it_changes_and_rejected_when_bad(
         "the bad file was not reported as rejected"
     );
     assert_eq!(
-        server.hub.policy.info().sha256,
+        server.host.policy().info().sha256,
         active,
         "a bad file replaced the policy"
     );
@@ -519,5 +519,5 @@ async fn a_watched_policy_file_is_swapped_when_it_changes_and_rejected_when_bad(
         1,
         "a session was lost to the swaps"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }

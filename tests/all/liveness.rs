@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    fast_config, http, metric, session_count, sessions_become, start_host, wait_until, WsClient,
+    fast_config, http, metric, metric_or_zero, session_count, sessions_become, start_host,
+    wait_until, WsClient,
 };
 use vigil_tests::{test_plugins, DEFAULT_POLICY};
 
@@ -32,7 +33,7 @@ async fn kill9_client_is_evicted_within_one_second() {
         "{metrics}"
     );
     assert_eq!(metric(&metrics, "vigil_sessions_active"), 1.0);
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +71,7 @@ async fn frozen_client_is_evicted_after_ping_and_pong_timeout_and_stays_gone() {
     client.signal("CONT");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(session_count(address).await, 0);
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +91,7 @@ async fn a_healthy_client_answers_pings_and_stays() {
         metric(&metrics, "vigil_pongs_received_total") >= 2.0,
         "{metrics}"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +107,7 @@ async fn the_policy_decides_a_plugin_that_never_evicts_keeps_a_frozen_client() {
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     let sessions = http(address, "GET", "/sessions", None, None).await.json;
     assert_eq!(sessions["count"], 1, "{sessions}");
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +132,7 @@ async fn reconnecting_with_the_same_identity_supersedes_the_dead_session() {
         1.0,
         "{metrics}"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,15 +152,15 @@ async fn publishing_to_a_killed_client_removes_it_and_never_retries() {
         .json;
     assert_eq!(again["delivered"], 0, "{again}");
     let metrics = http(address, "GET", "/metrics", None, None).await.text;
-    let removed = metric(
+    let removed = metric_or_zero(
         &metrics,
         r#"vigil_evictions_total{reason="transport",tier="fast"}"#,
-    ) + metric(
+    ) + metric_or_zero(
         &metrics,
         r#"vigil_evictions_total{reason="send-failed",tier="fast"}"#,
     );
     assert_eq!(removed, 1.0, "{metrics}");
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +202,7 @@ async fn a_client_that_answers_pings_but_says_nothing_moves_to_keep_alive_and_is
         1.0,
         "{metrics}"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,5 +217,5 @@ async fn kernel_tcp_facts_are_read_for_each_session() {
     })
     .await;
     assert!(read.is_some(), "no TCP facts for the session");
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }

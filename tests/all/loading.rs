@@ -84,8 +84,9 @@ fn a_plugin_that_loops_in_configure_is_cut_at_the_start_deadline() {
         ),
         "{error}"
     );
+    // The 1 s init deadline, plus compiling on a loaded machine.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
     );

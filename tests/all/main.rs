@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod config;
 mod default_policy;
+mod determinism;
 mod example_policies;
 mod hostile_plugins;
 mod hot_swap;

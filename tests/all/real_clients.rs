@@ -261,7 +261,7 @@ async fn nonebot2_connects_gets_answers_replies_and_is_evicted_when_killed() {
     assert_eq!(second_session.len(), 1, "{second_session:?}");
     assert_ne!(second_session, first_session);
     eprintln!("NoneBot2 session removed {took:?} after kill -9");
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,15 +269,19 @@ async fn koishi_connects_gets_its_startup_calls_answered_and_stays_connected() {
     let server = start_host(config(), DEFAULT_POLICY, "{}").await;
     let url = format!("ws://{}/", server.address);
 
+    // Installed (on a fresh clone, the first time) before the clock starts.
+    clients_dir();
     let started = Instant::now();
     let mut bot = Bot::koishi(&url);
     // Koishi calls get_login_info and get_guild_service_profile as soon as
-    // the socket opens and waits up to 60 s for each: online in seconds
-    // means both were answered.
-    bot.expect("online", Duration::from_secs(30));
+    // the socket opens and waits up to 60 s for each before it gives up and
+    // comes online anyway: online well before that means both were
+    // answered. Node loading Koishi's modules on a busy 2-core machine has
+    // taken over 20 s, so the bound is the contract's, not a speed figure.
+    bot.expect("online", Duration::from_secs(58));
     let online_after = started.elapsed();
     assert!(
-        online_after < Duration::from_secs(15),
+        online_after < Duration::from_secs(50),
         "Koishi took {online_after:?} to come online"
     );
     let metrics = metrics_text(server.address).await;
@@ -311,5 +315,5 @@ async fn koishi_connects_gets_its_startup_calls_answered_and_stays_connected() {
     );
     assert_eq!(session_ids(server.address).await, session);
     eprintln!("Koishi online {online_after:?} after start");
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }

@@ -167,7 +167,7 @@ async fn bad_input_ends_only_the_offending_session_with_the_right_code() {
         1.0,
         "{metrics}"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 fn rss_bytes() -> u64 {
@@ -245,10 +245,10 @@ async fn a_client_that_stops_reading_is_evicted_and_its_queue_stays_bounded() {
         "{metrics}"
     );
     // Its task gave up on the unwritable socket after the close grace.
-    let hub = std::sync::Arc::clone(&server.hub);
+    let host = server.host.clone();
     let ended = wait_until(Duration::from_secs(2), || {
-        let hub = std::sync::Arc::clone(&hub);
-        async move { hub.live_tasks() == 0 }
+        let host = host.clone();
+        async move { host.live_tasks() == 0 }
     })
     .await;
     assert!(
@@ -260,7 +260,7 @@ async fn a_client_that_stops_reading_is_evicted_and_its_queue_stays_bounded() {
         grown < 64 << 20,
         "memory grew by {grown} bytes for one slow consumer"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +339,7 @@ async fn a_backlog_above_the_soft_mark_that_lasts_is_evicted_by_the_policy() {
         1.0,
         "{metrics}"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,7 +415,7 @@ async fn churn_of_clean_closes_kills_and_aborted_handshakes_leaves_nothing_behin
         opened, removed,
         "opened and removed sessions do not balance:\n{metrics}"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[allow(deprecated)] // set_linger is the documented way to ask for an RST
@@ -448,17 +448,20 @@ async fn at_the_session_limit_the_policy_chooses_whom_to_drop() {
         .map(|a| a.iter().filter_map(|s| s["identity"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(identities, ["chatty", "newcomer"], "{sessions}");
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_session_limit_a_failing_policy_means_503() {
     let mut config = fast_config();
     config.sessions.max_sessions = Some(1);
+    // It passes the start-up check (whose sessions are of class `default`)
+    // and panics on the host's own sessions.
+    config.sessions.default_class = "poison".to_owned();
     let server = start_host(
         config,
         test_plugins::MISBEHAVING,
-        r#"{"fault": "panic", "in": "select-evictions"}"#,
+        r#"{"fault": "panic", "in": "select-evictions", "trigger_class": "poison"}"#,
     )
     .await;
     let address = server.address;
@@ -477,7 +480,7 @@ async fn at_the_session_limit_a_failing_policy_means_503() {
         1.0,
         "{metrics}"
     );
-    let _ = server.shutdown().await;
+    crate::support::shut_down(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,8 +495,10 @@ async fn graceful_shutdown_closes_every_session_with_1001() {
     assert!(sessions_become(address, 3, Duration::from_secs(5)).await);
     let started = Instant::now();
     let closed = server.shutdown().await;
+    // Clients that answer the close frame at once; the drain timeout (2 s)
+    // is only the bound.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(4),
         "shutdown took {:?}",
         started.elapsed()
     );

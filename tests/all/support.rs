@@ -11,10 +11,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vigil::config::{TierTiming, VigilConfig};
-use vigil::policy::{PolicyHandle, Supervisor, SupervisorConfig};
-use vigil::server::RunningServer;
-
-use vigil_tests::load;
+use vigil::policy::PluginSource;
+use vigil::RunningServer;
 
 /// Test timings: ping every second, pong timeout one second, 50 ms tick,
 /// short close grace and drain.
@@ -72,21 +70,21 @@ pub async fn upload(admin: SocketAddr, route: &str, plugin: &[u8], config: &str)
     .await
 }
 
-/// Starts a host on a free loopback port with the given policy plugin.
+/// Starts a host on a free loopback port with the given policy plugin, the
+/// way `vigil serve` does: config validation, the start-up check, the
+/// configured fault limits (one engine shared by the tests, for its cache).
 pub async fn start_host(config: VigilConfig, plugin: &[u8], plugin_config: &str) -> RunningServer {
-    let sandbox = match load("plugin-under-test", plugin, plugin_config) {
-        Ok(sandbox) => sandbox,
-        Err(error) => panic!("plugin should load: {error}"),
-    };
-    let policy = match PolicyHandle::spawn(Supervisor::new(sandbox, SupervisorConfig::default())) {
-        Ok(policy) => policy,
-        Err(error) => panic!("cannot start the policy thread: {error}"),
-    };
     let listener = match TcpListener::bind(config.server.listen).await {
         Ok(listener) => listener,
         Err(error) => panic!("cannot bind: {error}"),
     };
-    match vigil::server::start(listener, config, vigil_tests::engine().clone(), policy).await {
+    let source = PluginSource::from_bytes("plugin-under-test", "test", plugin.to_vec());
+    let started = vigil::Vigil::builder(config)
+        .engine(vigil_tests::engine().clone())
+        .plugin(source, plugin_config)
+        .start(listener)
+        .await;
+    match started {
         Ok(server) => server,
         Err(error) => panic!("cannot start the host: {error:#}"),
     }
@@ -305,15 +303,38 @@ impl Drop for WsClient {
     }
 }
 
-/// The value of one Prometheus sample line (`name{labels} value`), or 0.
-pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+/// The value of one Prometheus sample line (`name{labels} value`), if the
+/// text has it.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
         .find(|line| {
             line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
         })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
+}
+
+/// The value of one Prometheus sample line (`name{labels} value`). A
+/// missing series fails the test: a renamed metric must not pass as 0.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    match sample(text, name_and_labels) {
+        Some(value) => value,
+        None => panic!("no series `{name_and_labels}` in the metrics:\n{text}"),
+    }
+}
+
+/// A labelled series that may not have been created yet (no eviction of
+/// that reason so far): 0 when absent, but its family must be exported, so
+/// a renamed metric still fails.
+pub fn metric_or_zero(text: &str, name_and_labels: &str) -> f64 {
+    let name = name_and_labels.split('{').next().unwrap_or(name_and_labels);
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with(&format!("# TYPE {family} "))),
+        "no metric family `{family}` in the metrics:\n{text}"
+    );
+    sample(text, name_and_labels).unwrap_or(0.0)
 }
 
 /// The host's `/metrics` text.
@@ -326,10 +347,19 @@ pub fn evictions(metrics: &str, reason: &str) -> f64 {
     ["fast", "regular", "keep-alive"]
         .iter()
         .map(|tier| {
-            metric(
+            metric_or_zero(
                 metrics,
                 &format!(r#"vigil_evictions_total{{reason="{reason}",tier="{tier}"}}"#),
             )
         })
         .sum()
+}
+
+/// Shuts the host down gracefully and fails the test if that went wrong;
+/// returns (clean closes, sessions at shutdown).
+pub async fn shut_down(server: RunningServer) -> (u64, usize) {
+    match server.shutdown().await {
+        Ok(closed) => closed,
+        Err(error) => panic!("the host did not shut down cleanly: {error:#}"),
+    }
 }

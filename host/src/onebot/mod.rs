@@ -12,6 +12,8 @@
 //! - `/` and `/api` answer actions: a few Vigil knows, the rest forwarded to
 //!   `action_upstream` or answered `failed`/1404.
 
+mod actions;
+mod config;
 pub mod protocol;
 pub mod upstream;
 
@@ -19,21 +21,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::{self, Next};
+use axum::extract::{ConnectInfo, State};
+use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde_json::json;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
 use tokio::sync::watch;
+use vigil_policy_runtime::PolicyState;
 
-use crate::config::OneBotConfig;
-use crate::hub::Hub;
-use crate::server::{check_token, AppError};
-use crate::session::{Endpoint, Session};
-use crate::tcp::ConnInfo;
-use protocol::{retcode, ActionRequest, ActionResponse, BotStatus};
+use crate::core::tcp::ConnInfo;
+use crate::core::{Endpoint, EndpointSpec, SessionHost, Target};
+use crate::http::auth::{require_token, TokenCheck};
+use crate::http::AppError;
+use crate::profile::{Background, Profile};
+use actions::ActionHandler;
+pub use config::OneBotConfig;
+use protocol::BotStatus;
 use upstream::Upstream;
+
+/// The profile's name, and the `Target::Profile` of its sessions.
+pub const PROFILE: &str = "onebot";
 
 /// The client class of every OneBot session, so policies can treat bots
 /// differently (the default policy has a preset for it).
@@ -63,15 +72,21 @@ impl OneBotRole {
     }
 }
 
-/// The profile in force, built once from `[onebot]`.
+/// What the profile was configured with.
 #[derive(Debug)]
-pub struct OneBotProfile {
+pub(crate) struct Settings {
     self_id: i64,
     nickname: String,
     heartbeat_interval: Duration,
     ws_ping: bool,
     access_token: Option<String>,
     upstream: Option<Upstream>,
+}
+
+/// The profile in force, built once from `[onebot]`.
+pub struct OneBotProfile {
+    settings: Arc<Settings>,
+    actions: Arc<ActionHandler>,
 }
 
 impl OneBotProfile {
@@ -109,7 +124,7 @@ impl OneBotProfile {
                 )
             })
             .transpose()?;
-        Ok(Some(OneBotProfile {
+        let settings = Arc::new(Settings {
             self_id,
             nickname: config.nickname.clone(),
             heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
@@ -119,251 +134,158 @@ impl OneBotProfile {
                 .clone()
                 .or_else(|| server_token.map(str::to_owned)),
             upstream,
-        }))
+        });
+        let actions = Arc::new(ActionHandler {
+            settings: Arc::clone(&settings),
+            answered: Default::default(),
+        });
+        Ok(Some(OneBotProfile { settings, actions }))
     }
 
     /// The bot account id every event carries.
     pub fn self_id(&self) -> i64 {
-        self.self_id
+        self.settings.self_id
     }
 }
 
-/// The endpoints, each path with and without its trailing slash.
-pub fn routes(hub: &Arc<Hub>) -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/", get(universal))
-        .route("/event", get(event))
-        .route("/event/", get(event))
-        .route("/api", get(api))
-        .route("/api/", get(api))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(hub),
-            require_onebot_token,
-        ))
+/// What the endpoints' handlers share.
+#[derive(Clone)]
+struct EndpointState {
+    host: SessionHost,
+    settings: Arc<Settings>,
+    actions: Arc<ActionHandler>,
 }
 
-/// Checked before the upgrade, so a rejected client never gets a socket.
-async fn require_onebot_token(
-    State(hub): State<Arc<Hub>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, AppError> {
-    if let Some(expected) = hub
-        .onebot
-        .as_ref()
-        .and_then(|profile| profile.access_token.as_deref())
-    {
-        check_token(expected, request.headers(), request.uri().query())?;
+impl Profile for OneBotProfile {
+    fn name(&self) -> &'static str {
+        PROFILE
     }
-    Ok(next.run(request).await)
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "vigil_onebot_actions",
+            "OneBot action requests answered, by action and status",
+            self.actions.answered.clone(),
+        );
+    }
+
+    /// `/`, `/event` and `/api`, each with and without its trailing slash;
+    /// the token is checked before the upgrade.
+    fn routes(&self, host: &SessionHost) -> Router {
+        let token = TokenCheck::header_or_query(self.settings.access_token.as_deref());
+        let state = EndpointState {
+            host: host.clone(),
+            settings: Arc::clone(&self.settings),
+            actions: Arc::clone(&self.actions),
+        };
+        Router::new()
+            .route("/", get(universal))
+            .route("/event", get(event))
+            .route("/event/", get(event))
+            .route("/api", get(api))
+            .route("/api/", get(api))
+            .route_layer(middleware::from_fn_with_state(token, require_token))
+            .with_state(state)
+    }
+
+    /// A OneBot event (an object with `post_type`) from a backend that left
+    /// out `time` or `self_id` gets them, as clients require both.
+    fn on_publish(&self, data: &mut Value) {
+        protocol::complete_event(data, self.settings.self_id, protocol::unix_seconds());
+    }
+
+    fn background(&self, host: &SessionHost, stop: watch::Receiver<bool>) -> Option<Background> {
+        Some(Box::pin(run_heartbeats(
+            host.clone(),
+            Arc::clone(&self.settings),
+            stop,
+        )))
+    }
 }
 
 async fn universal(
-    State(hub): State<Arc<Hub>>,
+    State(state): State<EndpointState>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
-    accept(hub, conn, upgrade, OneBotRole::Universal).await
+    accept(state, conn, upgrade, OneBotRole::Universal).await
 }
 
 async fn event(
-    State(hub): State<Arc<Hub>>,
+    State(state): State<EndpointState>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
-    accept(hub, conn, upgrade, OneBotRole::Event).await
+    accept(state, conn, upgrade, OneBotRole::Event).await
 }
 
 async fn api(
-    State(hub): State<Arc<Hub>>,
+    State(state): State<EndpointState>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
-    accept(hub, conn, upgrade, OneBotRole::Api).await
+    accept(state, conn, upgrade, OneBotRole::Api).await
 }
 
 async fn accept(
-    hub: Arc<Hub>,
+    state: EndpointState,
     conn: ConnInfo,
     upgrade: WebSocketUpgrade,
     role: OneBotRole,
 ) -> Result<Response, AppError> {
-    let Some(profile) = hub.onebot.as_ref() else {
-        return Err(AppError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "the OneBot profile is not enabled",
-        ));
-    };
+    let settings = &state.settings;
     let greeting = role.receives_events().then(|| {
-        Message::Text(protocol::lifecycle_connect(profile.self_id, protocol::unix_seconds()).into())
+        Message::Text(
+            protocol::lifecycle_connect(settings.self_id, protocol::unix_seconds()).into(),
+        )
     });
-    let endpoint = Endpoint::OneBot {
-        role,
-        ws_ping: profile.ws_ping,
-    };
-    crate::server::accept_session(
-        hub,
-        conn,
-        upgrade,
-        None,
-        Arc::from(CLIENT_CLASS),
-        endpoint,
+    let on_data = role
+        .answers_actions()
+        .then(|| Arc::clone(&state.actions) as Arc<dyn crate::core::DataHandler>);
+    let spec = EndpointSpec {
+        class: Arc::from(CLIENT_CLASS),
+        identity: None,
+        endpoint: Endpoint {
+            receives_published: role.receives_events(),
+            pinged: settings.ws_ping,
+            profile: Some(PROFILE),
+        },
         greeting,
-    )
-    .await
+        on_data,
+    };
+    Ok(state.host.accept(conn, upgrade, spec).await?)
 }
 
 /// The host's state as OneBot clients see it: online while serving, good
 /// while serving with the policy plugin deciding (not disabled for faults).
-pub fn status(hub: &Hub) -> BotStatus {
-    let online = !hub.is_shutting_down();
-    let plugin_decides =
-        hub.policy.stats().state() == crate::policy::supervisor::PolicyState::Active;
+pub fn status(host: &SessionHost) -> BotStatus {
+    let online = !host.is_shutting_down();
+    let plugin_decides = host.policy().state() == PolicyState::Active;
     BotStatus {
         online,
         good: online && plugin_decides,
     }
 }
 
-/// Answers one frame from a `/` or `/api` client. Actions Vigil knows are
-/// answered at once; others go to the upstream on a task of their own, so
-/// a slow backend never holds up the session's reads.
-pub(crate) fn on_action(hub: &Arc<Hub>, session: &Arc<Session>, frame: &[u8]) {
-    let Some(profile) = hub.onebot.as_ref() else {
-        return;
-    };
-    let request = match protocol::parse_request(frame) {
-        Ok(request) => request,
-        Err(malformed) => {
-            tracing::debug!(session_id = session.id, why = %malformed.why, "malformed OneBot action");
-            let response =
-                ActionResponse::failed(retcode::BAD_REQUEST, malformed.why, malformed.echo);
-            answer(hub, session, "(malformed)", &response);
-            return;
-        }
-    };
-    if let Some(response) = local_answer(hub, profile, &request) {
-        answer(hub, session, &request.action, &response);
-        return;
-    }
-    let Some(upstream) = profile.upstream.as_ref() else {
-        let response = ActionResponse::failed(
-            retcode::UNSUPPORTED,
-            format!(
-                "unsupported action `{}` (no action_upstream configured)",
-                request.action
-            ),
-            request.echo,
-        );
-        answer(hub, session, &request.action, &response);
-        return;
-    };
-    let Some(permit) = upstream.admit(session.id) else {
-        let response = ActionResponse::failed(
-            retcode::BAD_REQUEST,
-            format!(
-                "too many actions waiting for the upstream (at most {} per session, {} in all)",
-                upstream::MAX_IN_FLIGHT_PER_SESSION,
-                upstream::MAX_IN_FLIGHT
-            ),
-            request.echo,
-        );
-        answer(hub, session, &request.action, &response);
-        return;
-    };
-    let upstream = upstream.clone();
-    let hub = Arc::clone(hub);
-    let session = Arc::clone(session);
-    tokio::spawn(async move {
-        let ActionRequest {
-            action,
-            params,
-            echo,
-        } = request;
-        let response = upstream.call(&action, &params, echo).await;
-        drop(permit);
-        answer(&hub, &session, &action, &response);
-    });
-}
-
-/// The answer to an action Vigil carries out itself; `None` for the rest.
-fn local_answer(
-    hub: &Hub,
-    profile: &OneBotProfile,
-    request: &ActionRequest,
-) -> Option<ActionResponse> {
-    let (name, is_async) = match request.action.strip_suffix("_async") {
-        Some(name) => (name, true),
-        None => (request.action.as_str(), false),
-    };
-    let data = match name {
-        "get_login_info" => json!({ "user_id": profile.self_id, "nickname": profile.nickname }),
-        "get_status" => {
-            let mut value = status(hub).to_value();
-            value["vigil"] = json!({
-                "sessions": hub.registry.len(),
-                "policy": hub.policy.stats().state().as_str(),
-            });
-            value
-        }
-        "get_version_info" => json!({
-            "app_name": "vigil",
-            "app_version": env!("CARGO_PKG_VERSION"),
-            "protocol_version": "v11",
-        }),
-        "can_send_image" | "can_send_record" => json!({ "yes": false }),
-        _ => return None,
-    };
-    let echo = request.echo.clone();
-    Some(if is_async {
-        ActionResponse::accepted(echo)
-    } else {
-        ActionResponse::ok(data, echo)
-    })
-}
-
-/// Queues an answer. Answers are not subject to the queue's hard limit: a
-/// client that asked must hear back even while published events fill its
-/// queue (they are few — bounded by the in-flight limits — and an answer
-/// from the upstream is capped at the queue limit).
-fn answer(hub: &Hub, session: &Session, action: &str, response: &ActionResponse) {
-    hub.metrics
-        .onebot_action(action_label(action), response.retcode());
-    hub.deliver_unbounded(session, Message::Text(response.to_json().into()));
-}
-
-/// Actions as the metric labels them: Vigil's own by name, the rest pooled,
-/// so a client cannot grow the label set.
-fn action_label(action: &str) -> &'static str {
-    match action.strip_suffix("_async").unwrap_or(action) {
-        "get_login_info" => "get_login_info",
-        "get_status" => "get_status",
-        "get_version_info" => "get_version_info",
-        "can_send_image" => "can_send_image",
-        "can_send_record" => "can_send_record",
-        "(malformed)" => "malformed",
-        _ => "other",
-    }
-}
-
 /// Sends a heartbeat meta event to every `/` and `/event` session each
 /// interval, until `stop` turns true. One timer for all sessions; each
 /// session's first heartbeat comes within one interval of its lifecycle event.
-pub async fn run_heartbeats(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
-    let Some(profile) = hub.onebot.as_ref() else {
-        return;
-    };
-    let interval_ms = profile.heartbeat_interval.as_millis() as u64;
-    let mut interval = tokio::time::interval(profile.heartbeat_interval);
+async fn run_heartbeats(
+    host: SessionHost,
+    settings: Arc<Settings>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval_ms = settings.heartbeat_interval.as_millis() as u64;
+    let mut interval = tokio::time::interval(settings.heartbeat_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await; // the first tick is immediate; lifecycle came first
-    while crate::heartbeat::next_tick(&mut interval, &mut stop).await {
+    while crate::core::tick::next_tick(&mut interval, &mut stop).await {
         let beat = protocol::heartbeat(
-            profile.self_id,
+            settings.self_id,
             protocol::unix_seconds(),
             interval_ms,
-            status(&hub),
+            status(&host),
         );
-        hub.publish_onebot_meta(Message::Text(beat.into()));
+        host.publish(&Target::Profile(PROFILE), Message::Text(beat.into()));
     }
 }

@@ -181,10 +181,7 @@ impl ActionResponse {
 
 /// Wall-clock Unix seconds, as OneBot events carry them.
 pub fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
+    (vigil_policy_runtime::clock::unix_ms_now() / 1_000) as i64
 }
 
 /// The lifecycle `connect` meta event: the first frame on `/` and `/event`.

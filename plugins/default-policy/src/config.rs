@@ -35,6 +35,10 @@ pub struct Settings {
     /// unanswered. Default 1: the first overdue pong evicts.
     pub overdue_pings_to_evict: u32,
     /// Failed writes that evict a session; 0 never evicts for them. Default 3.
+    /// Vigil itself ends a session at its first failed write, before any
+    /// policy call, so with Vigil this rule never fires (its `send-errors`
+    /// are 0 for live sessions, see the WIT); it is for hosts whose
+    /// transports report write failures that leave the session open.
     pub send_failures_to_evict: u32,
     /// Messages dropped at the queue's hard limit that evict a session; 0
     /// keeps slow consumers that overflow. Default 1.

@@ -1,0 +1,47 @@
+//! Vigil's policy runtime: everything about running policy plugins. The
+//! session host hands in session facts and events and gets verdicts back; no
+//! wasmtime type crosses this crate's boundary, and the crate knows nothing
+//! of HTTP, axum or sockets (it does not depend on them: the crate graph
+//! keeps both rules, see ARCHITECTURE.md).
+//!
+//! - [`sandbox`]: wasmtime engine, component loading, one sandboxed instance.
+//! - [`limits`]: the deadline, memory and instance caps a plugin runs under.
+//! - [`output`]: where a plugin's log lines and stdout/stderr go.
+//! - [`clock`]: the host-driven clock and seeded randomness plugins see.
+//! - [`json`]: the contract's types as JSON, for reports and APIs.
+//! - [`contract`]: checks that a plugin's answers make sense for the batch.
+//! - [`supervisor`]: faults, fallback verdicts, re-instantiation, disabling.
+//! - [`worker`]: the thread that owns the plugins, and its async handle;
+//!   swaps, rollback and shadow happen there, between batches.
+//! - [`swap`]: validating a candidate before it may replace the running one.
+//! - [`shadow`]: running a candidate beside the active policy and comparing.
+//! - [`scenarios`]: the built-in table behind `vigil policy check`.
+
+pub mod clock;
+pub mod contract;
+mod convert;
+pub mod json;
+pub mod limits;
+pub mod output;
+pub mod sandbox;
+pub mod scenarios;
+pub mod shadow;
+pub mod supervisor;
+pub mod swap;
+pub mod worker;
+
+/// The plugin-facing types, shared with plugins written in Rust.
+pub use vigil_policy_sdk as sdk;
+
+pub use contract::ContractViolation;
+pub use limits::SandboxLimits;
+pub use sandbox::{LoadError, PluginSource, PolicyEngine, Sandbox};
+pub use shadow::Shadow;
+pub use supervisor::{
+    AssessOutcome, FaultKind, PolicyState, PolicyStats, Supervisor, SupervisorConfig, VerdictSource,
+};
+pub use swap::{validate_off_runtime, RejectedCandidate, Validated};
+pub use vigil_policy_sdk::{
+    Action, Event, EventKind, Eviction, FrameKind, SessionFacts, SessionId, TcpFacts, Tier, Verdict,
+};
+pub use worker::{ChangeError, PluginReport, PolicyHandle, PolicyOverview};

@@ -1,0 +1,10 @@
+//! Close codes the host itself uses (the policy chooses its own, 4000-4999).
+
+/// Shutdown ("going away").
+pub const SHUTDOWN: u16 = 1001;
+/// A newer session of the same client took over; or an operator's removal.
+pub const NORMAL: u16 = 1000;
+/// Dropped to make room under the session limit ("try again later").
+pub const CAPACITY: u16 = 1013;
+/// The client broke the frame-rate limit.
+pub const POLICY_VIOLATION: u16 = 1008;

@@ -1,0 +1,387 @@
+//! The hub: what every part of the running core shares — configuration,
+//! registry, policy thread, metrics, the event buffer — and the operations
+//! that span sessions: admitting, evicting, publishing, shutting down.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Message;
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, SessionFacts, SessionId};
+
+use crate::core::close_codes;
+use crate::core::config::HostConfig;
+use crate::core::metrics::Metrics;
+use crate::core::registry::Registry;
+use crate::core::session::queue::{message_len, Enqueued};
+use crate::core::session::state::CloseRequest;
+use crate::core::session::Session;
+
+/// Ticks over which sessions are re-assessed after a swap.
+pub const REASSESS_SPREAD_TICKS: u64 = 10;
+
+/// Sessions a candidate policy is dry-run on before a swap: a snapshot of
+/// the current sessions, up to this many (`vigil policy check` covers
+/// batches of 10 000).
+pub const DRY_RUN_SESSIONS: usize = 2_000;
+
+/// Events buffered between ticks at most; beyond it events are dropped (and
+/// counted) rather than grow memory while the policy is slow.
+const EVENT_BUFFER: usize = 65_536;
+
+/// Shared by every task of the running host; private to the core. Everything
+/// outside the core reaches it through [`crate::core::SessionHost`].
+pub(crate) struct Hub {
+    /// The configuration in force.
+    pub(crate) config: HostConfig,
+    /// Live sessions.
+    pub(crate) registry: Registry,
+    /// The policy thread.
+    pub(crate) policy: PolicyHandle,
+    /// The wasm engine candidates are compiled with.
+    pub(crate) engine: PolicyEngine,
+    /// Prometheus metrics.
+    pub(crate) metrics: Metrics,
+    started: Instant,
+    events: mpsc::Sender<Event>,
+    event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
+    events_dropped: AtomicU64,
+    ping_sequence: AtomicU64,
+    app_frames: AtomicU64,
+    live_tasks: AtomicUsize,
+    tasks_done: Notify,
+    clean_closes: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// What `POST /publish` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PublishReport {
+    /// Sessions the message was accepted for.
+    pub delivered: u64,
+    /// Of those, how many had earlier messages still waiting (a backlog).
+    pub queued: u64,
+    /// Sessions whose queue was full: the message was dropped for them.
+    pub dropped: u64,
+    /// Sessions found closing or dead: not written to.
+    pub evicted: u64,
+}
+
+/// Whom to publish to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every session.
+    All,
+    /// These sessions.
+    Ids(Vec<SessionId>),
+    /// The session of a client identity.
+    Identity(String),
+    /// Every session of a client class.
+    Class(String),
+    /// Every session accepted on one profile's endpoints.
+    Profile(&'static str),
+}
+
+impl Hub {
+    /// A hub around a running policy thread.
+    pub(crate) fn new(
+        config: HostConfig,
+        engine: PolicyEngine,
+        policy: PolicyHandle,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let (events, inbox) = mpsc::channel(EVENT_BUFFER);
+        Arc::new(Hub {
+            registry: Registry::new(config.tiers),
+            config,
+            policy,
+            engine,
+            metrics,
+            started: Instant::now(),
+            events,
+            event_inbox: Mutex::new(Some(inbox)),
+            events_dropped: AtomicU64::new(0),
+            ping_sequence: AtomicU64::new(0),
+            app_frames: AtomicU64::new(0),
+            live_tasks: AtomicUsize::new(0),
+            tasks_done: Notify::new(),
+            clean_closes: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// The host's monotonic clock for policies: ms since start.
+    pub(crate) fn now_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// Records an event for the policy; dropped if the buffer is full.
+    pub(crate) fn event(&self, kind: EventKind) {
+        let event = Event {
+            at_ms: self.now_ms(Instant::now()),
+            kind,
+        };
+        if self.events.try_send(event).is_err() {
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The receiving end of the event buffer, for the tick (taken once).
+    pub(crate) fn take_event_inbox(&self) -> Option<mpsc::Receiver<Event>> {
+        self.event_inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn next_ping_sequence(&self) -> u64 {
+        self.ping_sequence.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn count_app_frame(&self) {
+        self.app_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Inbound application frames since start.
+    pub(crate) fn app_frames(&self) -> u64 {
+        self.app_frames.load(Ordering::Relaxed)
+    }
+
+    /// Whether shutdown has begun (new sessions are refused).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Registers a new session; evicts the twin it supersedes, if any.
+    pub(crate) fn admit(&self, session: Arc<Session>) {
+        self.live_tasks.fetch_add(1, Ordering::SeqCst);
+        let twin = self.registry.insert(Arc::clone(&session));
+        self.metrics.sessions_opened.inc();
+        self.metrics.sessions_active.set(self.registry.len() as i64);
+        self.event(EventKind::Connected {
+            session: session.id,
+            client_class: session.class.to_string(),
+        });
+        tracing::debug!(session_id = session.id, peer = %session.peer, identity = ?session.identity, "session opened");
+        if let Some(twin) = twin {
+            self.evict(twin.id, "superseded", close_codes::NORMAL);
+        }
+    }
+
+    /// Removes a session and asks its task to close it with `code`. Counted
+    /// by reason and tier and logged. False if it was already gone.
+    pub(crate) fn evict(&self, id: SessionId, reason: &str, code: u16) -> bool {
+        let Some(session) = self.registry.remove(id) else {
+            return false;
+        };
+        self.count_removal(&session, reason, Some(code));
+        session.request_close(CloseRequest {
+            code,
+            reason: reason.to_owned(),
+        });
+        true
+    }
+
+    /// Called by a session's task when the session ended by itself (client
+    /// close, transport failure): removes and counts it unless an eviction
+    /// already did.
+    pub(crate) fn remove_ended(&self, session: &Session, reason: &str, event: EventKind) {
+        self.event(event);
+        if self.registry.remove(session.id).is_some() {
+            self.count_removal(session, reason, None);
+        }
+    }
+
+    /// Gauge, counter by reason and tier, log line and `removed` event for a
+    /// session just taken out of the registry; `code` when the host closes it.
+    fn count_removal(&self, session: &Session, reason: &str, code: Option<u16>) {
+        let tier = session.lock().tier();
+        self.metrics.sessions_active.set(self.registry.len() as i64);
+        self.metrics.evicted(reason, tier.as_str());
+        tracing::info!(
+            session_id = session.id,
+            peer = %session.peer,
+            reason,
+            tier = tier.as_str(),
+            code,
+            "session removed"
+        );
+        self.event(EventKind::Removed {
+            session: session.id,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Called when a session's task is done with its connection.
+    pub(crate) fn session_closed(&self, clean: bool) {
+        if clean {
+            self.clean_closes.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.live_tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.tasks_done.notify_waiters();
+        }
+    }
+
+    /// Session tasks still running (sessions not yet fully closed).
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.live_tasks.load(Ordering::SeqCst)
+    }
+
+    /// The facts of one session as of `now`.
+    pub(crate) fn facts(&self, session: &Session, now: Instant) -> SessionFacts {
+        let state = session.lock();
+        let timeout = self.config.tiers.timing(state.tier()).pong_timeout();
+        state.facts(
+            session.id,
+            &session.class,
+            session.connected_at,
+            now,
+            timeout,
+        )
+    }
+
+    /// Has every session assessed by the new policy within the next
+    /// [`REASSESS_SPREAD_TICKS`] ticks after a swap, rather than at each
+    /// session's next scheduled assessment; spread so that no single tick
+    /// carries every session at once.
+    pub(crate) fn reassess_all(&self) {
+        let now = Instant::now();
+        let tick = Duration::from_millis(self.config.sessions.tick_ms);
+        self.registry.for_each(|session| {
+            let slot = (session.id % REASSESS_SPREAD_TICKS) as u32;
+            self.registry
+                .update(session, |state| state.reassess_by(now + tick * slot));
+        });
+    }
+
+    /// Every live session's facts as of now.
+    pub(crate) fn facts_snapshot(&self) -> (u64, Vec<SessionFacts>) {
+        self.facts_sample(usize::MAX)
+    }
+
+    /// Up to `limit` live sessions' facts as of now.
+    pub(crate) fn facts_sample(&self, limit: usize) -> (u64, Vec<SessionFacts>) {
+        let now = Instant::now();
+        let mut facts = Vec::with_capacity(self.registry.len().min(limit));
+        self.registry.for_each(|session| {
+            if facts.len() < limit {
+                facts.push(self.facts(session, now));
+            }
+        });
+        (self.now_ms(now), facts)
+    }
+
+    /// Offers one message to one session's queue, within the queue's limits;
+    /// tells the policy of backpressure and counts what was dropped.
+    pub(crate) fn deliver(&self, session: &Session, message: Message) -> Enqueued {
+        self.deliver_within(session, message, self.config.sessions.queue_max_bytes)
+    }
+
+    /// [`Hub::deliver`] without the hard limit (the soft mark still counts):
+    /// for answers to a client's own requests, which must not be dropped.
+    pub(crate) fn deliver_unbounded(&self, session: &Session, message: Message) -> Enqueued {
+        self.deliver_within(session, message, usize::MAX)
+    }
+
+    fn deliver_within(&self, session: &Session, message: Message, hard: usize) -> Enqueued {
+        let size = message_len(&message);
+        let soft = self.config.sessions.queue_soft_bytes;
+        let now = Instant::now();
+        // Backpressure and drops make the session due at once (the registry
+        // writes the schedule under the same lock): the policy hears of it
+        // at the next tick, not at the next scheduled assessment.
+        let outcome = self
+            .registry
+            .update(session, |state| state.offer(message, size, soft, hard, now));
+        if outcome.accepted() {
+            session.wake();
+        }
+        match outcome {
+            Enqueued::CrossedSoftMark(queued_bytes) => self.event(EventKind::Backpressure {
+                session: session.id,
+                queued_bytes: queued_bytes as u64,
+            }),
+            Enqueued::Dropped => {
+                self.metrics.messages_dropped.inc();
+            }
+            Enqueued::Immediate | Enqueued::Behind | Enqueued::Closing => {}
+        }
+        if outcome.accepted() {
+            self.metrics.messages_queued.inc();
+        }
+        outcome
+    }
+
+    /// Offers `data` to the targeted sessions' queues. Sessions whose
+    /// endpoint takes no published messages are skipped.
+    pub(crate) fn publish(&self, target: &Target, data: Message) -> PublishReport {
+        let mut report = PublishReport::default();
+        let mut offer = |session: &Arc<Session>| {
+            if !session.endpoint.receives_published {
+                return;
+            }
+            match self.deliver(session, data.clone()) {
+                Enqueued::Immediate => report.delivered += 1,
+                Enqueued::Behind | Enqueued::CrossedSoftMark(_) => {
+                    report.delivered += 1;
+                    report.queued += 1;
+                }
+                Enqueued::Dropped => report.dropped += 1,
+                Enqueued::Closing => report.evicted += 1,
+            }
+        };
+        match target {
+            Target::All => self.registry.for_each(&mut offer),
+            Target::Ids(ids) => {
+                for id in ids {
+                    if let Some(session) = self.registry.get(*id) {
+                        offer(&session);
+                    }
+                }
+            }
+            Target::Identity(identity) => {
+                if let Some(session) = self.registry.by_identity(identity) {
+                    offer(&session);
+                }
+            }
+            Target::Class(class) => self.registry.for_each(|session| {
+                if &*session.class == class.as_str() {
+                    offer(session);
+                }
+            }),
+            Target::Profile(profile) => self.registry.for_each(|session| {
+                if session.endpoint.profile == Some(*profile) {
+                    offer(session);
+                }
+            }),
+        }
+        report
+    }
+
+    /// Graceful shutdown: closes every session with 1001 and waits up to the
+    /// drain timeout for them to finish. Returns (clean closes, sessions).
+    pub(crate) async fn shutdown(&self) -> (u64, usize) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let clean_before = self.clean_closes.load(Ordering::Relaxed);
+        let sessions = self.registry.snapshot();
+        let total = sessions.len();
+        for session in &sessions {
+            self.evict(session.id, "shutdown", close_codes::SHUTDOWN);
+        }
+        let drain = Duration::from_millis(self.config.sessions.drain_timeout_ms);
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.live_tasks() > 0 {
+            let notified = self.tasks_done.notified();
+            if self.live_tasks() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let clean = self.clean_closes.load(Ordering::Relaxed) - clean_before;
+        (clean, total)
+    }
+}

@@ -1,0 +1,41 @@
+//! The session host: sessions, their liveness, the shared tick, and the
+//! policy runtime's handle. Everything above it — the HTTP API, the admin
+//! API, profiles, start-up — goes through [`SessionHost`]. Nothing in here
+//! names a profile or routes HTTP requests (a test in `tests/layers.rs`
+//! checks it), and the modules here import each other without a cycle:
+//!
+//! `config`, `schedule`, `tcp` ← `session` ← `registry` ← `metrics`, `hub`
+//! ← `monitor`, `tick` ← `host`, `policy_changes`.
+
+/// Close codes the host itself uses.
+pub mod close_codes;
+/// The core's settings, section by section.
+pub mod config;
+/// The public handle: accept, publish, list, evict, shut down.
+mod host;
+/// Shared state behind the public handle; private to the core.
+mod hub;
+/// Prometheus metrics, one registry per host.
+pub mod metrics;
+/// The "sessions grow while nothing comes in" alarm.
+mod monitor;
+/// Swap, rollback, shadow and promotion of the running policy.
+mod policy_changes;
+/// Live sessions by id and by client identity, and their schedule.
+mod registry;
+/// When each session next needs the shared tick.
+mod schedule;
+/// One session: state machine, outbound queue, socket task.
+pub mod session;
+/// Socket options on accept and `TCP_INFO`.
+pub mod tcp;
+/// The shared tick: pings, pong deadlines, batched policy assessment.
+pub mod tick;
+
+pub use host::{
+    AcceptError, DataHandler, EndpointSpec, SessionHost, SessionPage, SessionQuery, SessionView,
+};
+pub use hub::{PublishReport, Target, DRY_RUN_SESSIONS, REASSESS_SPREAD_TICKS};
+pub use policy_changes::SwapReport;
+pub use session::queue::Enqueued;
+pub use session::Endpoint;

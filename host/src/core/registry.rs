@@ -1,0 +1,139 @@
+//! The session registry: every live session by id, and by client identity so
+//! a reconnecting client supersedes its dead twin. Sharded maps, so the
+//! message path never takes a global lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use vigil_policy_runtime::SessionId;
+
+use crate::core::config::TiersConfig;
+use crate::core::schedule::Schedule;
+use crate::core::session::state::SessionState;
+use crate::core::session::Session;
+
+/// Live sessions.
+pub struct Registry {
+    sessions: DashMap<SessionId, Arc<Session>>,
+    identities: DashMap<String, SessionId>,
+    next_id: AtomicU64,
+    schedule: Schedule,
+    /// The zero of the schedule's clock.
+    epoch: Instant,
+    /// Pong timeouts by tier, for due times.
+    tiers: TiersConfig,
+}
+
+impl Registry {
+    /// An empty registry for sessions timed by `tiers`.
+    pub fn new(tiers: TiersConfig) -> Self {
+        Registry {
+            sessions: DashMap::new(),
+            identities: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            schedule: Schedule::default(),
+            epoch: Instant::now(),
+            tiers,
+        }
+    }
+
+    /// A fresh id; ids are never reused while the process runs.
+    pub fn next_id(&self) -> SessionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a session. Returns the session it supersedes: an earlier one with
+    /// the same identity, which the caller must evict.
+    pub fn insert(&self, session: Arc<Session>) -> Option<Arc<Session>> {
+        let twin = session
+            .identity
+            .as_ref()
+            .and_then(|identity| self.identities.insert(identity.clone(), session.id))
+            .and_then(|old| {
+                self.sessions
+                    .get(&old)
+                    .map(|entry| Arc::clone(entry.value()))
+            });
+        let slot = self.schedule.insert(session.id);
+        session.slot.store(slot, Ordering::Release);
+        self.sessions.insert(session.id, session);
+        twin
+    }
+
+    /// Changes `session`'s state with `change`, then records when the tick
+    /// must next look at it, under the same lock, so the latest state's
+    /// answer always wins. The schedule's one rule — a due time may be
+    /// early, never late — is kept here and nowhere else.
+    pub(crate) fn update<R>(
+        &self,
+        session: &Session,
+        change: impl FnOnce(&mut SessionState) -> R,
+    ) -> R {
+        let mut state = session.lock();
+        let result = change(&mut state);
+        let pong_timeout = self.tiers.timing(state.tier()).pong_timeout();
+        self.set_due(session, state.next_due(pong_timeout));
+        result
+    }
+
+    fn set_due(&self, session: &Session, due: Option<Instant>) {
+        let due_ms = due.map_or(0, |due| {
+            due.saturating_duration_since(self.epoch).as_millis() as u64
+        });
+        self.schedule
+            .set_due(session.slot.load(Ordering::Acquire), session.id, due_ms);
+    }
+
+    /// The sessions due at `now`, appended to `due`.
+    pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<SessionId>) {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.schedule.collect_due(now_ms, due);
+    }
+
+    /// Removes a session; `None` if it was already gone (so only the first
+    /// remover counts it).
+    pub fn remove(&self, id: SessionId) -> Option<Arc<Session>> {
+        let (_, session) = self.sessions.remove(&id)?;
+        self.schedule
+            .remove(session.slot.load(Ordering::Acquire), session.id);
+        if let Some(identity) = &session.identity {
+            self.identities.remove_if(identity, |_, owner| *owner == id);
+        }
+        Some(session)
+    }
+
+    /// A live session.
+    pub fn get(&self, id: SessionId) -> Option<Arc<Session>> {
+        self.sessions
+            .get(&id)
+            .map(|entry| Arc::clone(entry.value()))
+    }
+
+    /// The live session of a client identity.
+    pub fn by_identity(&self, identity: &str) -> Option<Arc<Session>> {
+        let id = *self.identities.get(identity)?.value();
+        self.get(id)
+    }
+
+    /// Live sessions now.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Visits every live session (one shard locked at a time, briefly).
+    pub fn for_each(&self, mut visit: impl FnMut(&Arc<Session>)) {
+        for entry in self.sessions.iter() {
+            visit(entry.value());
+        }
+    }
+
+    /// Every live session, cloned out of the map.
+    pub fn snapshot(&self) -> Vec<Arc<Session>> {
+        self.sessions
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .collect()
+    }
+}

@@ -1,0 +1,118 @@
+//! One WebSocket session: who it is ([`Session`]), its liveness state
+//! machine ([`state`]), its bounded outbound queue ([`queue`]), and the one
+//! task that owns its socket ([`task`]).
+//!
+//! Memory per session is kept small on purpose: one task (reading, writing
+//! and control in one `select!`), one small lock, no timer of its own — the
+//! shared tick ([`crate::core::tick`]) decides when to ping and when to ask
+//! the policy.
+
+pub mod queue;
+pub mod state;
+pub(crate) mod task;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use vigil_policy_runtime::SessionId;
+
+use state::{CloseRequest, SessionState};
+
+/// What a session's endpoint makes of it, beyond liveness: whether published
+/// messages reach it, whether it gets WebSocket Pings, and which profile's
+/// endpoint (if any) it came in on. Chosen by whoever accepts the session
+/// (the HTTP API for `/ws`, a profile for its own routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Whether publishes to a matching target reach it.
+    pub receives_published: bool,
+    /// Whether the host sends it WebSocket Pings. Without them a probe only
+    /// refreshes the kernel's view of the socket (`TCP_INFO`), and no pong
+    /// can be overdue.
+    pub pinged: bool,
+    /// The profile whose endpoint it is, so the profile can address its own
+    /// sessions (`Target::Profile`); `None` for `/ws`.
+    pub profile: Option<&'static str>,
+}
+
+impl Endpoint {
+    /// `/ws`: published messages go out; pinged by tier.
+    pub const PLAIN: Endpoint = Endpoint {
+        receives_published: true,
+        pinged: true,
+        profile: None,
+    };
+}
+
+/// What is known about a session, shared between its task, the tick, the
+/// publish path and the API.
+pub struct Session {
+    /// Unique for the life of the process.
+    pub id: SessionId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's own identity (`client_id`), used to supersede a dead twin.
+    pub identity: Option<String>,
+    /// Client class, as policies see it.
+    pub class: Arc<str>,
+    /// Which endpoint it came in on.
+    pub endpoint: Endpoint,
+    /// Its entry in the registry's schedule (`usize::MAX` until registered).
+    pub(crate) slot: AtomicUsize,
+    /// When the session was accepted.
+    pub connected_at: Instant,
+    /// The same, as Unix time in ms, for the API.
+    pub connected_unix_ms: u64,
+    state: Mutex<SessionState>,
+    wake: Notify,
+}
+
+impl Session {
+    /// A new session, to be watched in the `fast` tier until the policy says
+    /// otherwise, and assessed at the next tick.
+    pub(crate) fn new(
+        id: SessionId,
+        peer: SocketAddr,
+        identity: Option<String>,
+        class: Arc<str>,
+        endpoint: Endpoint,
+        first_ping_in: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        Session {
+            id,
+            peer,
+            identity,
+            class,
+            endpoint,
+            slot: AtomicUsize::new(usize::MAX),
+            connected_at: now,
+            connected_unix_ms: vigil_policy_runtime::clock::unix_ms_now(),
+            state: Mutex::new(SessionState::new(now, first_ping_in)),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The state, locked. Changes that can bring the session's due time
+    /// forward go through [`crate::core::registry::Registry::update`]
+    /// instead, which keeps the schedule in step.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the session's task to look at its queue and control state.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Asks the session's task to close the connection; returns false if a
+    /// close was already requested.
+    pub(crate) fn request_close(&self, request: CloseRequest) -> bool {
+        let requested = self.lock().request_close(request);
+        self.wake();
+        requested
+    }
+}

@@ -1,0 +1,437 @@
+//! A session's liveness state machine, behind methods. The tick, the hub and
+//! the session's task change it only through these, each keeping the
+//! state's rules; when the tick next needs the session is read from it by
+//! one method, [`SessionState::next_due`], which the registry writes to the
+//! schedule after every change that can bring it forward
+//! ([`crate::core::registry::Registry::update`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Message;
+use vigil_policy_runtime::{Action, SessionFacts, SessionId, TcpFacts, Tier, Verdict};
+
+use super::queue::{Enqueued, OutboundQueue};
+use crate::core::config::{TierTiming, TiersConfig};
+
+/// Pings that may be in flight at once; the policy hears of the first overdue
+/// one, more would only add noise.
+const MAX_OUTSTANDING_PINGS: usize = 4;
+
+/// A host-initiated close: the code and reason go out in the close frame.
+#[derive(Debug, Clone)]
+pub struct CloseRequest {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason (at most 123 bytes are sent).
+    pub reason: String,
+}
+
+/// A ping waiting for its pong.
+#[derive(Debug, Clone, Copy)]
+struct PingInFlight {
+    /// Its payload, to match the pong.
+    sequence: u64,
+    /// When the tick (or the policy) asked for it: the pong deadline runs
+    /// from here, so it falls on a tick.
+    requested: Instant,
+    /// From the request to the session's task sending it, µs: taken off the
+    /// round trip, which is the client's and the network's, not the host's
+    /// scheduling.
+    send_delay_us: u32,
+}
+
+/// What the tick's probe request turns into for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// A WebSocket Ping with this sequence number.
+    Ping(u64),
+    /// Only a `TCP_INFO` refresh: the endpoint takes no pings.
+    Silent,
+}
+
+/// What the tick's visit found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TickVisit {
+    /// A ping was requested: wake the session's task.
+    pub(crate) wake: bool,
+    /// The policy must assess the session in this tick's batch.
+    pub(crate) assess: bool,
+}
+
+/// A pong matched to its ping.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pong {
+    /// The round trip, the host's send delay taken off.
+    pub(crate) rtt: Duration,
+    /// The same, in whole ms, as the policy sees it.
+    pub(crate) rtt_ms: u32,
+}
+
+/// The mutable part of a session, behind one small lock.
+pub(crate) struct SessionState {
+    last_inbound: Instant,
+    last_app: Option<Instant>,
+    last_pong: Option<Instant>,
+    /// Unanswered pings, oldest first.
+    pings: VecDeque<PingInFlight>,
+    last_ping_at: Option<Instant>,
+    last_rtt_ms: Option<u32>,
+    send_errors: u32,
+    transport_errors: u32,
+    queue: OutboundQueue,
+    tier: Tier,
+    health: u8,
+    next_ping_at: Instant,
+    reassess_at: Instant,
+    /// Something happened that the policy should hear about at the next tick.
+    significant: bool,
+    overdue_reported: bool,
+    /// When the tick (or the policy) asked for a probe. A ping's clock
+    /// starts here, not when the task gets to send it, so a pong deadline
+    /// falls on a tick and an overdue pong is seen at that tick, not one later.
+    ping_requested: Option<Instant>,
+    close: Option<CloseRequest>,
+    tcp: Option<TcpFacts>,
+}
+
+impl SessionState {
+    /// A new session: `fast` tier, full health, first ping after
+    /// `first_ping_in`, assessed at the next tick.
+    pub(crate) fn new(now: Instant, first_ping_in: Duration) -> Self {
+        SessionState {
+            last_inbound: now,
+            last_app: None,
+            last_pong: None,
+            pings: VecDeque::new(),
+            last_ping_at: None,
+            last_rtt_ms: None,
+            send_errors: 0,
+            transport_errors: 0,
+            queue: OutboundQueue::default(),
+            tier: Tier::Fast,
+            health: 100,
+            next_ping_at: now + first_ping_in,
+            reassess_at: now,
+            significant: false,
+            overdue_reported: false,
+            ping_requested: None,
+            close: None,
+            tcp: None,
+        }
+    }
+
+    /// When the tick must next look at this session: its next ping, its
+    /// next assessment, or its pong deadline, whichever comes first; `None`
+    /// when the policy must hear of something now. May be early, never late.
+    pub(crate) fn next_due(&self, pong_timeout: Duration) -> Option<Instant> {
+        if self.significant {
+            return None;
+        }
+        let mut due = self.next_ping_at.min(self.reassess_at);
+        if let Some(requested) = self.ping_requested {
+            due = due.min(requested + pong_timeout);
+        }
+        if !self.overdue_reported {
+            if let Some(ping) = self.pings.front() {
+                due = due.min(ping.requested + pong_timeout);
+            }
+        }
+        Some(due)
+    }
+
+    /// The one definition of an overdue pong: the oldest unanswered ping is
+    /// older than the tier's pong timeout.
+    fn pong_overdue(&self, now: Instant, pong_timeout: Duration) -> bool {
+        self.pings
+            .front()
+            .is_some_and(|ping| now.saturating_duration_since(ping.requested) >= pong_timeout)
+    }
+
+    /// The tier the policy last chose.
+    pub(crate) fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The tick's visit: requests a ping when one is due, notices an overdue
+    /// pong (once), and says whether the policy must assess the session now.
+    pub(crate) fn visit(&mut self, now: Instant, timing: TierTiming, tick: Duration) -> TickVisit {
+        let mut visit = TickVisit::default();
+        if self.close.is_some() {
+            return visit;
+        }
+        if now >= self.next_ping_at {
+            self.ping_requested = Some(now);
+            self.next_ping_at = now + timing.ping_interval();
+            visit.wake = true;
+        }
+        if self.pong_overdue(now, timing.pong_timeout()) && !self.overdue_reported {
+            self.overdue_reported = true;
+            self.significant = true;
+        }
+        if self.significant || now >= self.reassess_at {
+            self.significant = false;
+            // Not due again until the verdict says; guards against a slow
+            // policy call re-queuing the same session every tick.
+            self.reassess_at = now + tick;
+            visit.assess = true;
+        }
+        visit
+    }
+
+    /// Carries out the bookkeeping of a verdict: tier, health, the next
+    /// assessment, and a ping when the policy asks for one and none is out.
+    pub(crate) fn apply(
+        &mut self,
+        verdict: &Verdict,
+        now: Instant,
+        tick: Duration,
+        tiers: &TiersConfig,
+        connected_at: Instant,
+    ) {
+        if self.tier != verdict.tier {
+            // The new tier's schedule starts from the last ping.
+            let interval = tiers.timing(verdict.tier).ping_interval();
+            let from = self.last_ping_at.unwrap_or(connected_at);
+            self.next_ping_at = (from + interval).max(now);
+            self.tier = verdict.tier;
+        }
+        self.health = verdict.health;
+        self.reassess_at = now + Duration::from_millis(u64::from(verdict.reassess_in_ms)).max(tick);
+        if verdict.action == Action::Ping && self.pings.is_empty() {
+            self.ping_requested = Some(now);
+        }
+    }
+
+    /// Brings the next assessment forward to `at` at the latest (after a
+    /// swap); an overdue pong the old policy kept is news to the new one.
+    pub(crate) fn reassess_by(&mut self, at: Instant) {
+        self.reassess_at = self.reassess_at.min(at);
+        self.overdue_reported = false;
+    }
+
+    /// Queues an outbound message within `soft`/`hard`; backpressure and
+    /// drops are news for the policy.
+    pub(crate) fn offer(
+        &mut self,
+        message: Message,
+        size: usize,
+        soft: usize,
+        hard: usize,
+        now: Instant,
+    ) -> Enqueued {
+        if self.close.is_some() {
+            return Enqueued::Closing;
+        }
+        let outcome = self.queue.offer(message, size, soft, hard, now);
+        if outcome.is_news() {
+            self.significant = true;
+        }
+        outcome
+    }
+
+    /// The next queued message to write.
+    pub(crate) fn pop_outbound(&mut self, soft: usize) -> Option<Message> {
+        self.queue.pop(soft)
+    }
+
+    /// Whether anything waits to be written.
+    pub(crate) fn has_outbound(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Records the host's wish to close; false if one was already recorded.
+    pub(crate) fn request_close(&mut self, request: CloseRequest) -> bool {
+        if self.close.is_some() {
+            return false;
+        }
+        self.close = Some(request);
+        true
+    }
+
+    /// The close the host asked for, if any.
+    pub(crate) fn close_request(&self) -> Option<&CloseRequest> {
+        self.close.as_ref()
+    }
+
+    /// Takes a pending probe request: a ping with the next sequence number
+    /// for endpoints that take pings, a silent probe for the rest.
+    pub(crate) fn take_probe(
+        &mut self,
+        sends_pings: bool,
+        now: Instant,
+        next_sequence: impl FnOnce() -> u64,
+    ) -> Option<Probe> {
+        if self.close.is_some() {
+            return None;
+        }
+        let requested = self.ping_requested.take()?;
+        if !sends_pings {
+            return Some(Probe::Silent);
+        }
+        let sequence = next_sequence();
+        let send_delay = now.saturating_duration_since(requested);
+        self.pings.push_back(PingInFlight {
+            sequence,
+            requested,
+            send_delay_us: send_delay.as_micros().min(u128::from(u32::MAX)) as u32,
+        });
+        while self.pings.len() > MAX_OUTSTANDING_PINGS {
+            self.pings.pop_front();
+        }
+        self.last_ping_at = Some(requested);
+        Some(Probe::Ping(sequence))
+    }
+
+    /// The kernel's view of the socket, as of the last probe.
+    pub(crate) fn set_tcp(&mut self, tcp: Option<TcpFacts>) {
+        self.tcp = tcp;
+    }
+
+    /// Any inbound frame: the client is there; `application` for data frames.
+    pub(crate) fn record_inbound(&mut self, now: Instant, application: bool) {
+        self.last_inbound = now;
+        if application {
+            self.last_app = Some(now);
+        }
+    }
+
+    /// A pong; matched to its ping (and every earlier one) when its payload
+    /// is one of ours, otherwise `None` (activity, nothing to match).
+    pub(crate) fn record_pong(&mut self, payload: &[u8], now: Instant) -> Option<Pong> {
+        let bytes = <[u8; 8]>::try_from(payload).ok()?;
+        let sequence = u64::from_be_bytes(bytes);
+        let position = self
+            .pings
+            .iter()
+            .position(|ping| ping.sequence == sequence)?;
+        let ping = self.pings[position];
+        let sent = ping.requested + Duration::from_micros(u64::from(ping.send_delay_us));
+        self.pings.drain(..=position);
+        let rtt = now.saturating_duration_since(sent);
+        let rtt_ms = rtt.as_millis().min(u128::from(u32::MAX - 1)) as u32;
+        self.last_rtt_ms = Some(rtt_ms);
+        self.last_pong = Some(now);
+        self.overdue_reported = false;
+        Some(Pong { rtt, rtt_ms })
+    }
+
+    /// A write failed (the session ends with it).
+    pub(crate) fn count_send_error(&mut self) {
+        self.send_errors = self.send_errors.saturating_add(1);
+    }
+
+    /// A read failed or the client broke the protocol (the session ends).
+    pub(crate) fn count_transport_error(&mut self) {
+        self.transport_errors = self.transport_errors.saturating_add(1);
+    }
+
+    /// The facts the policy sees, as of `now`.
+    pub(crate) fn facts(
+        &self,
+        id: SessionId,
+        class: &Arc<str>,
+        connected_at: Instant,
+        now: Instant,
+        pong_timeout: Duration,
+    ) -> SessionFacts {
+        let since = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        SessionFacts {
+            id,
+            client_class: Arc::clone(class),
+            age_ms: since(connected_at),
+            idle_ms: since(self.last_inbound),
+            app_idle_ms: since(self.last_app.unwrap_or(connected_at)),
+            since_pong_ms: self.last_pong.map(since),
+            outstanding_pings: self.pings.len() as u32,
+            oldest_ping_ms: self.pings.front().map(|ping| since(ping.requested)),
+            pong_overdue: self.pong_overdue(now, pong_timeout),
+            last_rtt_ms: self.last_rtt_ms,
+            send_errors: self.send_errors,
+            transport_errors: self.transport_errors,
+            queued_bytes: self.queue.bytes() as u64,
+            queued_frames: self.queue.frames() as u32,
+            backlog_ms: self.queue.backlog_since().map(since).unwrap_or(0),
+            dropped_frames: self.queue.dropped(),
+            tier: self.tier,
+            tcp: self.tcp,
+        }
+    }
+
+    /// Tier, health, RTT, queue and last inbound activity, for the API.
+    pub(crate) fn snapshot(&self, now: Instant) -> SessionSnapshot {
+        SessionSnapshot {
+            tier: self.tier,
+            health: self.health,
+            rtt_ms: self.last_rtt_ms,
+            queued_bytes: self.queue.bytes(),
+            last_seen_ms: now.saturating_duration_since(self.last_inbound).as_millis() as u64,
+            tcp: self.tcp,
+        }
+    }
+}
+
+/// A point-in-time view of a session's state for the API.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSnapshot {
+    /// Current tier.
+    pub tier: Tier,
+    /// Last health the policy gave.
+    pub health: u8,
+    /// Last ping/pong round trip.
+    pub rtt_ms: Option<u32>,
+    /// Outbound bytes waiting.
+    pub queued_bytes: usize,
+    /// Time since the last inbound frame, ms.
+    pub last_seen_ms: u64,
+    /// Kernel TCP facts as of the last probe.
+    pub tcp: Option<TcpFacts>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: TierTiming = TierTiming {
+        ping_interval_ms: 1_000,
+        pong_timeout_ms: 500,
+    };
+
+    #[test]
+    fn an_unanswered_ping_is_reported_overdue_once_at_its_deadline() {
+        let start = Instant::now();
+        let tick = Duration::from_millis(100);
+        let mut state = SessionState::new(start, Duration::from_millis(1_000));
+        let first = state.visit(start, TIMING, tick);
+        assert!(
+            first.assess && !first.wake,
+            "new sessions are assessed at once"
+        );
+        let ping_at = start + Duration::from_millis(1_000);
+        assert!(state.visit(ping_at, TIMING, tick).wake);
+        assert_eq!(state.take_probe(true, ping_at, || 7), Some(Probe::Ping(7)));
+        let deadline = ping_at + TIMING.pong_timeout();
+        assert_eq!(state.next_due(TIMING.pong_timeout()), Some(ping_at + tick));
+        let overdue = state.visit(deadline, TIMING, tick);
+        assert!(overdue.assess, "the overdue pong is news");
+        // Before its next scheduled assessment, the same overdue pong is no news.
+        let again = state.visit(deadline + tick / 2, TIMING, tick);
+        assert!(!again.assess, "reported once, not every tick");
+        assert!(state
+            .record_pong(&7u64.to_be_bytes(), deadline + tick)
+            .is_some());
+        assert!(state.pings.is_empty());
+    }
+
+    #[test]
+    fn a_backlog_makes_the_session_due_now() {
+        let now = Instant::now();
+        let mut state = SessionState::new(now, Duration::from_secs(5));
+        state.visit(now, TIMING, Duration::from_millis(100));
+        assert!(state.next_due(TIMING.pong_timeout()).is_some());
+        let outcome = state.offer(Message::Text("abc".into()), 3, 1, 10, now);
+        assert_eq!(outcome, Enqueued::CrossedSoftMark(3));
+        assert_eq!(state.next_due(TIMING.pong_timeout()), None);
+    }
+}

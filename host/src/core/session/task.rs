@@ -1,0 +1,434 @@
+//! The one task that owns a session's socket: reads, writes and host
+//! requests (close, ping) in one `select!`, then the closing handshake. What
+//! it learns it records on the session's state and reports to the hub.
+
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, StreamExt};
+use vigil_policy_runtime::{EventKind, FrameKind};
+
+use crate::core::hub::Hub;
+use crate::core::session::queue::message_len;
+use crate::core::session::state::{CloseRequest, Probe};
+use crate::core::session::Session;
+
+/// What the task does with a client's data frame, beyond recording it: the
+/// endpoint's handler (a profile's action requests, say). Called on the
+/// session's own task, so it must not block; long work goes to a task of
+/// its own.
+pub(crate) type InboundData = Box<dyn FnMut(&[u8]) + Send>;
+
+/// Why a session's task ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The host asked (policy eviction, supersede, admin, capacity, shutdown).
+    Requested(CloseRequest),
+    /// The client sent a close frame.
+    ClientClosed(u16),
+    /// EOF without a close frame, reset, or a read error.
+    Transport(String),
+    /// A write failed.
+    SendFailed(String),
+    /// The client broke the protocol; close with this code.
+    Protocol(u16, String),
+    /// The client sent frames faster than allowed.
+    RateLimited,
+}
+
+/// A simple token bucket over inbound frames.
+struct InboundLimiter {
+    capacity: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl InboundLimiter {
+    fn new(per_second: u32) -> Self {
+        let capacity = f64::from(per_second.max(1));
+        InboundLimiter {
+            capacity,
+            tokens: capacity,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.capacity).min(self.capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+type WsSink = SplitSink<WebSocket, Message>;
+type WsStream = SplitStream<WebSocket>;
+
+/// Writes whatever is queued (pings first), then flushes. Pending leaves
+/// nothing half-done: a message leaves the queue only once the sink has
+/// accepted it, so a cancelled poll loses nothing.
+fn drive_writes(
+    cx: &mut Context<'_>,
+    sink: &mut WsSink,
+    hub: &Hub,
+    session: &Session,
+    control: &mut Option<Message>,
+    needs_flush: &mut bool,
+) -> Poll<Result<(), axum::Error>> {
+    let soft_mark = hub.config.sessions.queue_soft_bytes;
+    loop {
+        let has_data = control.is_some() || session.lock().has_outbound();
+        if !has_data {
+            break;
+        }
+        ready!(Pin::new(&mut *sink).poll_ready(cx))?;
+        let message = match control.take() {
+            Some(message) => Some(message),
+            None => session.lock().pop_outbound(soft_mark),
+        };
+        if let Some(message) = message {
+            if hub.config.sessions.frame_events {
+                hub.event(EventKind::FrameSent {
+                    session: session.id,
+                    kind: frame_kind(&message),
+                    size_bytes: frame_size(&message) as u32,
+                });
+            }
+            Pin::new(&mut *sink).start_send(message)?;
+            *needs_flush = true;
+        }
+    }
+    if *needs_flush {
+        ready!(Pin::new(&mut *sink).poll_flush(cx))?;
+        *needs_flush = false;
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// A frame's payload size, control frames included, as frame events report it.
+fn frame_size(message: &Message) -> usize {
+    match message {
+        Message::Ping(payload) | Message::Pong(payload) => payload.len(),
+        other => message_len(other),
+    }
+}
+
+fn frame_kind(message: &Message) -> FrameKind {
+    match message {
+        Message::Text(_) => FrameKind::Text,
+        Message::Binary(_) => FrameKind::Binary,
+        Message::Ping(_) => FrameKind::Ping,
+        Message::Pong(_) => FrameKind::Pong,
+        Message::Close(_) => FrameKind::Close,
+    }
+}
+
+/// The close code for a read error: 1009 for an oversized message, 1007 for
+/// invalid UTF-8, 1002 for other protocol violations; `None` for plain
+/// transport failures (there is no one to tell).
+fn protocol_close_code(error: &axum::Error) -> Option<u16> {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let source = std::error::Error::source(error)?;
+    let ws_error = source.downcast_ref::<WsError>()?;
+    match ws_error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
+            Some(1009)
+        }
+        WsError::Utf8(_) => Some(1007),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some(1002),
+        _ => None,
+    }
+}
+
+/// Starts the task that owns an accepted session's socket. A task of its
+/// own rather than the upgrade's: the upgrade task's state (the HTTP
+/// upgrade, the handshake config, the socket before it was split) would
+/// otherwise stay allocated for the session's whole life.
+pub(crate) fn start(
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    socket: WebSocket,
+    fd: RawFd,
+    on_data: Option<InboundData>,
+) {
+    let (sink, stream) = socket.split();
+    tokio::spawn(run(hub, session, sink, stream, fd, on_data));
+}
+
+/// Runs a session until it ends, then tells the hub why.
+async fn run(
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    mut sink: WsSink,
+    mut stream: WsStream,
+    fd: RawFd,
+    mut on_data: Option<InboundData>,
+) {
+    let mut limiter = InboundLimiter::new(hub.config.sessions.max_inbound_frames_per_sec);
+    // A ping waiting to jump the queue (the only control frame the host
+    // originates; a newer one replaces an unsent older one).
+    let mut control: Option<Message> = None;
+    let mut needs_flush = false;
+
+    let end = loop {
+        // Host requests first: a close ends the loop, a ping jumps the queue.
+        let (close, probe) = {
+            let mut state = session.lock();
+            let close = state.close_request().cloned();
+            let probe = state.take_probe(session.endpoint.pinged, Instant::now(), || {
+                hub.next_ping_sequence()
+            });
+            (close, probe)
+        };
+        if let Some(close) = close {
+            break SessionEnd::Requested(close);
+        }
+        if let Some(probe) = probe {
+            // Either way the kernel's view of the socket is refreshed: for a
+            // session without pings it is the probe.
+            let tcp = crate::core::tcp::tcp_info(fd);
+            session.lock().set_tcp(tcp);
+            if let Probe::Ping(sequence) = probe {
+                control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
+                hub.metrics.pings_sent.inc();
+                hub.event(EventKind::PingSent {
+                    session: session.id,
+                });
+            }
+        }
+        let has_writes = needs_flush || control.is_some() || session.lock().has_outbound();
+
+        tokio::select! {
+            biased;
+            () = session.wake.notified() => {}
+            inbound = stream.next() => {
+                let message = match inbound {
+                    None => break SessionEnd::Transport("connection ended without a close frame".to_owned()),
+                    Some(Err(error)) => match protocol_close_code(&error) {
+                        Some(code) => break SessionEnd::Protocol(code, error.to_string()),
+                        None => break SessionEnd::Transport(error.to_string()),
+                    },
+                    Some(Ok(message)) => message,
+                };
+                let now = Instant::now();
+                if !limiter.allow(now) {
+                    break SessionEnd::RateLimited;
+                }
+                if let Some(end) = on_inbound(&hub, &session, message, now, &mut on_data) {
+                    break end;
+                }
+            }
+            written = std::future::poll_fn(|cx| {
+                drive_writes(cx, &mut sink, &hub, &session, &mut control, &mut needs_flush)
+            }), if has_writes => {
+                if let Err(error) = written {
+                    break SessionEnd::SendFailed(error.to_string());
+                }
+            }
+        }
+    };
+    // Boxed: the closing handshake's state (a send, a read, a timer) would
+    // otherwise be part of every idle session's task, for its whole life.
+    Box::pin(finish(&hub, &session, sink, stream, end)).await;
+}
+
+/// Records an inbound frame; `Some` when it ends the session.
+fn on_inbound(
+    hub: &Hub,
+    session: &Session,
+    message: Message,
+    now: Instant,
+    on_data: &mut Option<InboundData>,
+) -> Option<SessionEnd> {
+    if hub.config.sessions.frame_events {
+        hub.event(EventKind::FrameReceived {
+            session: session.id,
+            kind: frame_kind(&message),
+            size_bytes: frame_size(&message) as u32,
+        });
+    }
+    match message {
+        Message::Text(_) | Message::Binary(_) => {
+            session.lock().record_inbound(now, true);
+            hub.count_app_frame();
+            if let Some(handler) = on_data.as_mut() {
+                let frame: &[u8] = match &message {
+                    Message::Text(text) => text.as_bytes(),
+                    Message::Binary(bytes) => bytes,
+                    _ => &[],
+                };
+                handler(frame);
+            }
+        }
+        Message::Ping(_) => session.lock().record_inbound(now, false),
+        Message::Pong(payload) => {
+            let pong = {
+                let mut state = session.lock();
+                state.record_inbound(now, false);
+                state.record_pong(&payload, now)
+            };
+            if let Some(pong) = pong {
+                hub.metrics.pongs_received.inc();
+                hub.metrics.rtt_seconds.observe(pong.rtt.as_secs_f64());
+                hub.event(EventKind::PongReceived {
+                    session: session.id,
+                    rtt_ms: pong.rtt_ms,
+                });
+            }
+        }
+        Message::Close(frame) => {
+            session.lock().record_inbound(now, false);
+            let code = frame.map(|f| f.code).unwrap_or(1005);
+            return Some(SessionEnd::ClientClosed(code));
+        }
+    }
+    None
+}
+
+/// Closes the connection as `end` requires and removes the session.
+async fn finish(
+    hub: &Hub,
+    session: &Arc<Session>,
+    mut sink: WsSink,
+    mut stream: WsStream,
+    end: SessionEnd,
+) {
+    let grace = Duration::from_millis(hub.config.sessions.close_grace_ms);
+    match end {
+        SessionEnd::Requested(request) => {
+            let clean =
+                close_handshake(&mut sink, &mut stream, request.code, &request.reason, grace).await;
+            hub.session_closed(clean);
+        }
+        SessionEnd::ClientClosed(code) => {
+            // axum answers the client's close frame itself; flush it out.
+            let _ = tokio::time::timeout(grace, futures_util::SinkExt::flush(&mut sink)).await;
+            hub.remove_ended(
+                session,
+                "closed",
+                EventKind::CloseReceived {
+                    session: session.id,
+                    code,
+                },
+            );
+            hub.session_closed(true);
+        }
+        SessionEnd::Transport(detail) => {
+            session.lock().count_transport_error();
+            tracing::debug!(session_id = session.id, peer = %session.peer, %detail, "transport failure");
+            hub.remove_ended(
+                session,
+                "transport",
+                EventKind::TransportError {
+                    session: session.id,
+                    detail,
+                },
+            );
+            hub.session_closed(false);
+        }
+        SessionEnd::SendFailed(detail) => {
+            session.lock().count_send_error();
+            hub.metrics.send_failures.inc();
+            tracing::debug!(session_id = session.id, peer = %session.peer, %detail, "write failed");
+            hub.remove_ended(
+                session,
+                "send-failed",
+                EventKind::SendFailed {
+                    session: session.id,
+                    detail,
+                },
+            );
+            hub.session_closed(false);
+        }
+        SessionEnd::Protocol(code, detail) => {
+            session.lock().count_transport_error();
+            tracing::info!(session_id = session.id, peer = %session.peer, code, %detail, "protocol violation");
+            hub.remove_ended(
+                session,
+                "protocol",
+                EventKind::TransportError {
+                    session: session.id,
+                    detail: detail.clone(),
+                },
+            );
+            let clean =
+                close_handshake(&mut sink, &mut stream, code, "protocol error", grace).await;
+            hub.session_closed(clean);
+        }
+        SessionEnd::RateLimited => {
+            tracing::info!(session_id = session.id, peer = %session.peer, "inbound frame rate exceeded");
+            hub.remove_ended(
+                session,
+                "rate-limit",
+                EventKind::TransportError {
+                    session: session.id,
+                    detail: "inbound frame rate exceeded".to_owned(),
+                },
+            );
+            let clean = close_handshake(
+                &mut sink,
+                &mut stream,
+                crate::core::close_codes::POLICY_VIOLATION,
+                "rate limit exceeded",
+                grace,
+            )
+            .await;
+            hub.session_closed(clean);
+        }
+    }
+}
+
+/// Sends a close frame and waits, within `grace`, for the client's. True
+/// when the client answered: a clean close.
+async fn close_handshake(
+    sink: &mut WsSink,
+    stream: &mut WsStream,
+    code: u16,
+    reason: &str,
+    grace: Duration,
+) -> bool {
+    let reason = truncate_reason(reason);
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let handshake = async {
+        if futures_util::SinkExt::send(sink, Message::Close(Some(frame)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(Message::Close(_)) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    tokio::time::timeout(grace, handshake)
+        .await
+        .unwrap_or(false)
+}
+
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(vigil_policy_sdk::MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}

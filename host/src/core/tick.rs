@@ -1,0 +1,129 @@
+//! The shared tick: one task drives every session's pings, pong deadlines
+//! and re-assessment, so no session carries a timer of its own. Each tick it
+//! hands the policy the events since the last tick and, in one `assess`
+//! call, the sessions that are due or had something significant happen, then
+//! carries out the verdicts. Which sessions are due it learns from the
+//! registry's schedule ([`crate::core::schedule`]), without touching the others.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use vigil_policy_runtime::{Action, Event, EventKind, SessionFacts, Verdict, VerdictSource};
+
+use crate::core::hub::Hub;
+use crate::core::monitor::GrowthMonitor;
+
+/// Runs until `stop` turns true.
+pub(crate) async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    let tick = Duration::from_millis(hub.config.sessions.tick_ms);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut inbox = hub.take_event_inbox();
+    let mut monitor = GrowthMonitor::new(&hub);
+    while next_tick(&mut interval, &mut stop).await {
+        if let Some(inbox) = inbox.as_mut() {
+            forward_events(&hub, inbox);
+        }
+        tick_once(&hub, Instant::now()).await;
+        monitor.check(&hub);
+    }
+}
+
+/// Waits for the next tick of `interval`; false once `stop` has turned true
+/// (or its sender is gone): the loop condition of the host's periodic tasks,
+/// the shared tick and any profile's own.
+pub async fn next_tick(
+    interval: &mut tokio::time::Interval,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = interval.tick() => {}
+        _ = stop.changed() => return false,
+    }
+    !*stop.borrow()
+}
+
+fn forward_events(hub: &Hub, inbox: &mut tokio::sync::mpsc::Receiver<Event>) {
+    let mut events = Vec::new();
+    while let Ok(event) = inbox.try_recv() {
+        events.push(event);
+    }
+    events.push(Event {
+        at_ms: hub.now_ms(Instant::now()),
+        kind: EventKind::Tick,
+    });
+    if hub.policy.send_events(events).is_err() {
+        tracing::error!("the policy thread has stopped; events are lost");
+    }
+}
+
+/// One tick: schedule pings, notice overdue pongs, assess what is due, act.
+pub(crate) async fn tick_once(hub: &Hub, now: Instant) {
+    let tiers = hub.config.tiers;
+    let tick = Duration::from_millis(hub.config.sessions.tick_ms);
+    let mut batch: Vec<SessionFacts> = Vec::new();
+    let mut due = Vec::new();
+    hub.registry.collect_due(now, &mut due);
+    for id in due {
+        let Some(session) = hub.registry.get(id) else {
+            continue; // removed since
+        };
+        hub.registry.update(&session, |state| {
+            let timing = tiers.timing(state.tier());
+            let visit = state.visit(now, timing, tick);
+            if visit.wake {
+                session.wake();
+            }
+            if visit.assess {
+                batch.push(state.facts(
+                    session.id,
+                    &session.class,
+                    session.connected_at,
+                    now,
+                    timing.pong_timeout(),
+                ));
+            }
+        });
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let sessions = batch.len();
+    let outcome = match hub.policy.assess(hub.now_ms(now), batch).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            tracing::error!(%error, "cannot assess sessions");
+            return;
+        }
+    };
+    hub.metrics.policy_calls.inc();
+    hub.metrics
+        .policy_call_seconds
+        .observe(outcome.elapsed.as_secs_f64());
+    hub.metrics.policy_batch_sessions.observe(sessions as f64);
+    if matches!(outcome.source, VerdictSource::Fallback(_)) {
+        hub.metrics.policy_faults.inc();
+    }
+    for verdict in outcome.verdicts {
+        apply(hub, verdict, now, tick);
+    }
+}
+
+/// Carries out one verdict.
+fn apply(hub: &Hub, verdict: Verdict, now: Instant, tick: Duration) {
+    let Some(session) = hub.registry.get(verdict.session) else {
+        return; // gone since the batch was built
+    };
+    hub.registry.update(&session, |state| {
+        state.apply(&verdict, now, tick, &hub.config.tiers, session.connected_at);
+    });
+    match verdict.action {
+        Action::Keep => {}
+        Action::Ping => session.wake(),
+        Action::Evict(eviction) => {
+            hub.evict(session.id, &eviction.reason, eviction.close_code);
+        }
+    }
+}

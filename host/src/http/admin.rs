@@ -1,0 +1,162 @@
+//! The admin API, on its own listener and behind its own token: replace the
+//! running policy without a restart, roll back, or try a candidate in shadow
+//! first.
+//!
+//! - `PUT /admin/policy` (body: the `.wasm`; `?config=` JSON, `?name=`):
+//!   validate, then swap.
+//! - `GET /admin/policy`: active, previous, shadow.
+//! - `POST /admin/policy/rollback`: back to the previous policy.
+//! - `PUT` / `DELETE /admin/policy/shadow`: start or stop a shadow candidate.
+//! - `GET /admin/policy/shadow/report`: disagreements, with samples.
+//! - `POST /admin/policy/shadow/promote`: make the shadow active.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use vigil_policy_runtime::{ChangeError, PluginSource, RejectedCandidate};
+
+use crate::core::SessionHost;
+use crate::http::auth::{require_token, TokenCheck};
+use crate::http::error::AppError;
+
+/// Largest plugin accepted over the API.
+const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// The admin routes over a running host, behind `token` (header only: a
+/// token in a URL ends up in logs).
+pub fn router(host: SessionHost, token: &str) -> Router {
+    Router::new()
+        .route("/admin/policy", put(swap).get(overview))
+        .route("/admin/policy/rollback", post(rollback))
+        .route(
+            "/admin/policy/shadow",
+            put(start_shadow).delete(stop_shadow),
+        )
+        .route("/admin/policy/shadow/report", get(shadow_report))
+        .route("/admin/policy/shadow/promote", post(promote))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
+        .route_layer(middleware::from_fn_with_state(
+            TokenCheck::header_only(token),
+            require_token,
+        ))
+        .with_state(host)
+}
+
+/// The uploaded plugin and its config, checked for shape.
+fn upload(
+    query: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<(PluginSource, String), AppError> {
+    if body.is_empty() {
+        return Err(AppError::bad_request(
+            "the request body must be the plugin's .wasm bytes",
+        ));
+    }
+    let config_json = query
+        .get("config")
+        .cloned()
+        .unwrap_or_else(|| "{}".to_owned());
+    if serde_json::from_str::<Value>(&config_json).is_err() {
+        return Err(AppError::bad_request("`config` must be JSON"));
+    }
+    let name = query
+        .get("name")
+        .cloned()
+        .unwrap_or_else(|| "uploaded.wasm".to_owned());
+    Ok((
+        PluginSource::from_bytes(&name, "admin-api", body.to_vec()),
+        config_json,
+    ))
+}
+
+fn rejected(error: RejectedCandidate) -> AppError {
+    AppError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+}
+
+fn change_error(error: ChangeError) -> AppError {
+    match error {
+        ChangeError::NoPrevious | ChangeError::NoShadow => {
+            AppError::new(StatusCode::CONFLICT, error.to_string())
+        }
+        ChangeError::Gone(_) => AppError::internal(error),
+    }
+}
+
+async fn swap(
+    State(host): State<SessionHost>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let (source, config_json) = match upload(&query, body) {
+        Ok(upload) => upload,
+        Err(error) => {
+            host.swap_rejected(&"malformed upload");
+            return Err(error);
+        }
+    };
+    let report = host
+        .swap_policy(source, config_json)
+        .await
+        .map_err(rejected)?;
+    Ok(Json(json!({
+        "name": report.plugin.name,
+        "sha256": report.plugin.sha256,
+        "load_ms": report.load_time.as_secs_f64() * 1e3,
+        "swap_ms": report.swap_time.as_secs_f64() * 1e3,
+        "dry_run_sessions": report.dry_run_sessions,
+    })))
+}
+
+async fn overview(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
+    let overview = host.policy().overview().await.map_err(AppError::internal)?;
+    Ok(Json(json!(overview)))
+}
+
+async fn rollback(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
+    let report = host.rollback_policy().await.map_err(change_error)?;
+    Ok(Json(json!(report)))
+}
+
+async fn start_shadow(
+    State(host): State<SessionHost>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let (source, config_json) = upload(&query, body)?;
+    let (name, sha256) = host
+        .start_shadow(source, config_json)
+        .await
+        .map_err(rejected)?;
+    Ok(Json(json!({ "name": name, "sha256": sha256 })))
+}
+
+async fn stop_shadow(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
+    host.policy()
+        .set_shadow(None)
+        .await
+        .map_err(AppError::internal)?;
+    Ok(Json(json!({ "shadow": null })))
+}
+
+async fn shadow_report(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
+    match host
+        .policy()
+        .shadow_report()
+        .await
+        .map_err(AppError::internal)?
+    {
+        Some(report) => Ok(Json(report)),
+        None => Err(AppError::not_found("no shadow policy is running")),
+    }
+}
+
+async fn promote(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
+    let report = host.promote_shadow().await.map_err(change_error)?;
+    Ok(Json(json!(report)))
+}
