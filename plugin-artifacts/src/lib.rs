@@ -44,6 +44,10 @@ pub mod test_plugins {
     pub static CLOCK_READER: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_clock_reader.wasm"));
 
+    /// Shows the data-frame events it heard of as each session's health.
+    pub static FRAME_COUNTER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_frame_counter.wasm"));
+
     /// A valid component of another world.
     pub static WRONG_WORLD: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_wrong_world.wasm"));

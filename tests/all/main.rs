@@ -6,6 +6,7 @@ mod config;
 mod default_policy;
 mod determinism;
 mod example_policies;
+mod frame_events;
 mod hostile_plugins;
 mod hot_swap;
 mod liveness;

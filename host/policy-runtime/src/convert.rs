@@ -6,7 +6,7 @@ use vigil_policy_sdk::{
     Action, Event, EventKind, Eviction, FrameKind, SessionFacts, TcpFacts, Tier, Verdict,
 };
 
-use super::sandbox::wit_types as wit;
+use super::bindings::wit_types as wit;
 
 fn tier_to_wit(tier: Tier) -> wit::Tier {
     match tier {

@@ -7,6 +7,7 @@
 //! - [`sandbox`]: wasmtime engine, component loading, one sandboxed instance.
 //! - [`limits`]: the deadline, memory and instance caps a plugin runs under.
 //! - [`output`]: where a plugin's log lines and stdout/stderr go.
+//! - [`fault`]: how a plugin call can fail.
 //! - [`clock`]: the host-driven clock and seeded randomness plugins see.
 //! - [`json`]: the contract's types as JSON, for reports and APIs.
 //! - [`contract`]: checks that a plugin's answers make sense for the batch.
@@ -17,9 +18,11 @@
 //! - [`shadow`]: running a candidate beside the active policy and comparing.
 //! - [`scenarios`]: the built-in table behind `vigil policy check`.
 
+mod bindings;
 pub mod clock;
 pub mod contract;
 mod convert;
+pub mod fault;
 pub mod json;
 pub mod limits;
 pub mod output;

@@ -25,22 +25,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::clock::CallClock;
 
+use super::bindings;
+use super::bindings::{PolicyPlugin, PolicyPluginPre};
 use super::convert;
+pub use super::fault::{CallFault, FaultKind};
 use super::limits::{Limiter, SandboxLimits};
 use super::output::{PluginLevel, PluginOutput};
-use super::supervisor::FaultKind;
 use vigil_policy_sdk::{Event, SessionFacts, SessionId, Verdict};
-
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "policy-plugin",
-        ownership: Borrowing { duplicate_if_necessary: true },
-    });
-}
-
-pub(crate) use bindings::vigil::policy::types as wit_types;
-use bindings::{PolicyPlugin, PolicyPluginPre};
 
 /// How often the epoch ticker advances: the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -273,21 +264,6 @@ pub enum LoadError {
         /// The plugin's own explanation.
         message: String,
     },
-}
-
-/// A failed guest call, classified.
-#[derive(Debug, Clone)]
-pub struct CallFault {
-    /// What went wrong.
-    pub kind: FaultKind,
-    /// Wasmtime's error chain, for the log.
-    pub detail: String,
-}
-
-impl fmt::Display for CallFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.detail)
-    }
 }
 
 /// What a store carries: WASI state (empty), the limiter, the plugin's output.
