@@ -29,8 +29,9 @@ use serde::Deserialize;
 
 pub use crate::core::config::{
     AdminConfig, HostConfig, MonitorConfig, PolicyConfig, ServerConfig, SessionsConfig, TcpConfig,
-    TierTiming, TiersConfig,
+    TierTiming, TiersConfig, TlsConfig,
 };
+pub use crate::http::config::{ApiConfig, AuthConfig};
 pub use crate::onebot::OneBotConfig;
 
 /// The whole configuration file.
@@ -51,6 +52,10 @@ pub struct VigilConfig {
     pub policy: PolicyConfig,
     /// The admin API (policy swap, rollback, shadow).
     pub admin: AdminConfig,
+    /// The control routes' keys.
+    pub api: ApiConfig,
+    /// How clients prove who they are.
+    pub auth: AuthConfig,
     /// The OneBot v11 forward-WebSocket profile.
     pub onebot: OneBotConfig,
 }
@@ -64,10 +69,17 @@ impl VigilConfig {
             .with_context(|| format!("invalid config file {}", path.display()))?;
         // Relative paths in the file are relative to the file.
         let base = path.parent().unwrap_or(Path::new("."));
-        for relative in [&mut config.policy.path, &mut config.policy.config_file]
+        let tls = config
+            .server
+            .tls
+            .as_mut()
+            .map(|tls| [&mut tls.cert, &mut tls.key]);
+        let paths = [&mut config.policy.path, &mut config.policy.config_file]
             .into_iter()
             .flatten()
-        {
+            .chain(config.auth.jwt_public_key.as_mut())
+            .chain(tls.into_iter().flatten());
+        for relative in paths {
             if relative.is_relative() {
                 *relative = base.join(&*relative);
             }
@@ -82,6 +94,17 @@ impl VigilConfig {
     /// profile's.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.host().validate()?;
+        self.api.validate()?;
+        self.auth.validate()?;
+        let listen = self.server.listen;
+        if !listen.ip().is_loopback()
+            && self.api.keys.is_empty()
+            && !self.api.allow_public_without_key
+        {
+            anyhow::bail!(
+                "[server] listen = {listen} is not a loopback address, and no [api] key is set: set one ([api] keys = [\"...\"] or --api-key) so backends can publish and list, or choose to go without ([api] allow_public_without_key = true; the control routes then answer loopback clients only)"
+            );
+        }
         self.onebot.validate()
     }
 
@@ -95,6 +118,39 @@ impl VigilConfig {
             monitor: self.monitor.clone(),
             policy: self.policy.clone(),
             admin: self.admin.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_config_text_is_read_or_refused_never_a_panic(text in "(?s).{0,400}") {
+            if let Ok(config) = toml::from_str::<VigilConfig>(&text) {
+                let _ = config.validate();
+            }
+        }
+
+        #[test]
+        fn any_numbers_in_the_sessions_section_are_validated_not_panicked_on(
+            tick in any::<u32>(), soft in any::<u32>(), max in any::<u32>(),
+            timeout in any::<u32>(), handshakes in any::<u32>(),
+        ) {
+            let text = format!(
+                "[sessions]\ntick_ms = {tick}\nqueue_soft_bytes = {soft}\nqueue_max_bytes = {max}\n[server]\nhandshake_timeout_ms = {timeout}\nmax_handshakes = {handshakes}\n"
+            );
+            let config: VigilConfig = toml::from_str(&text)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let valid = config.validate().is_ok();
+            prop_assert_eq!(
+                valid,
+                tick > 0 && soft <= max && timeout > 0 && handshakes > 0
+            );
         }
     }
 }

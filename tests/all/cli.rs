@@ -212,12 +212,21 @@ fn start_server(extra_args: &[&str]) -> Server {
 }
 
 fn http_get(address: &str, path: &str) -> String {
+    http_get_with(address, path, None)
+}
+
+/// `GET path`, with `Authorization: Bearer token` when given.
+fn http_get_with(address: &str, path: &str, token: Option<&str>) -> String {
     let mut stream = match TcpStream::connect(address) {
         Ok(stream) => stream,
         Err(error) => panic!("cannot connect to {address}: {error}"),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let auth = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{auth}\r\n");
     if let Err(error) = stream.write_all(request.as_bytes()) {
         panic!("cannot send request: {error}");
     }
@@ -230,7 +239,8 @@ fn http_get(address: &str, path: &str) -> String {
 
 #[test]
 fn serve_runs_the_default_policy_and_reports_it_healthy() {
-    let mut server = start_server(&["--access-token", "t0k"]);
+    const API_KEY: &str = "cli-api-key-0123456789";
+    let mut server = start_server(&["--access-token", "t0k", "--api-key", API_KEY]);
     let response = http_get(&server.address, "/healthz");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
@@ -241,7 +251,19 @@ fn serve_runs_the_default_policy_and_reports_it_healthy() {
     let refused = http_get(&server.address, "/sessions");
     assert!(
         refused.starts_with("HTTP/1.1 401"),
-        "--access-token is not enforced: {refused}"
+        "--api-key is not enforced: {refused}"
+    );
+    let with_client_token = http_get_with(&server.address, "/sessions", Some("t0k"));
+    assert!(
+        with_client_token.starts_with("HTTP/1.1 403"),
+        "the client token opened a control route: {with_client_token}"
+    );
+    let listed = http_get_with(&server.address, "/sessions", Some(API_KEY));
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    let no_token = http_get(&server.address, "/ws");
+    assert!(
+        no_token.starts_with("HTTP/1.1 401"),
+        "--access-token is not enforced on /ws: {no_token}"
     );
 
     // Two live sessions, closed with 1001 on SIGTERM.

@@ -15,4 +15,6 @@ mod onebot;
 mod policy_thread;
 mod real_clients;
 mod robustness;
+mod security;
 mod support;
+mod tls;

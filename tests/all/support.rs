@@ -363,3 +363,30 @@ pub async fn shut_down(server: RunningServer) -> (u64, usize) {
         Err(error) => panic!("the host did not shut down cleanly: {error:#}"),
     }
 }
+
+/// Sends a raw request and returns the response's status code (0 when the
+/// connection closed without one).
+pub async fn raw_status(address: SocketAddr, request: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(address).await else {
+        panic!("cannot connect to {address}");
+    };
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut buffer = vec![0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+    let n = match read {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => 0,
+        Err(_) => panic!("no response to a raw request within 5 s"),
+    };
+    let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The first lines of a WebSocket upgrade request for `path`, without the
+/// blank line that ends it.
+pub fn upgrade_head(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+}

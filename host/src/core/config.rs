@@ -68,8 +68,18 @@ impl HostConfig {
                 bail!("[tiers.{name}] ping_interval_ms and pong_timeout_ms must be above 0");
             }
         }
-        if self.server.read_buffer_bytes < 256 || self.server.write_buffer_bytes == 0 {
+        let server = &self.server;
+        if server.read_buffer_bytes < 256 || server.write_buffer_bytes == 0 {
             bail!("[server] read_buffer_bytes must be at least 256 and write_buffer_bytes above 0");
+        }
+        if server.handshake_timeout_ms == 0 || server.max_handshakes == 0 {
+            bail!("[server] handshake_timeout_ms and max_handshakes must be above 0: an unbounded handshake lets a client that never finishes one hold a connection forever");
+        }
+        if server.inbound_budget_bytes < server.max_message_bytes {
+            bail!("[server] inbound_budget_bytes ({}) must be at least max_message_bytes ({}): one legitimate message must fit", server.inbound_budget_bytes, server.max_message_bytes);
+        }
+        if server.access_token.as_deref() == Some("") {
+            bail!("[server] access_token is empty; leave it out for no client token");
         }
         Ok(())
     }
@@ -98,14 +108,16 @@ impl Default for AdminConfig {
     }
 }
 
-/// `[server]`.
+/// `[server]`: the public listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// When set, every route but `/healthz` requires it, as
-    /// `Authorization: Bearer <token>` or `?access_token=<token>`. Default none.
+    /// The client credential: when set, `/ws` requires it, as
+    /// `Authorization: Bearer <token>` or `?access_token=<token>` (a JWT
+    /// from `[auth]` is accepted too). It never opens the control routes.
+    /// Default none.
     pub access_token: Option<String>,
     /// Per-connection WebSocket read buffer, bytes, allocated up front for
     /// every session. Default 512: it is most of an idle session's memory
@@ -119,6 +131,42 @@ pub struct ServerConfig {
     /// Largest inbound message, bytes; larger ones close the session with
     /// 1009. Default 1 MiB.
     pub max_message_bytes: usize,
+    /// The whole handshake — TLS, the HTTP request's headers, the upgrade —
+    /// must be done within this, ms, or the connection is closed. Default
+    /// 10 000 (Python `websockets`' `open_timeout`).
+    pub handshake_timeout_ms: u64,
+    /// Connections still in their handshake at once; more are answered 503
+    /// and closed. Default 4 096.
+    pub max_handshakes: usize,
+    /// Connections one source IP may hold at once (sessions and handshakes);
+    /// 0 for no limit. More are answered 429. Default 0.
+    pub per_ip_max_connections: usize,
+    /// New connections one source IP may open per second (a token bucket
+    /// with a burst of the same size); 0 for no limit. More are answered
+    /// 429. Default 0.
+    pub per_ip_connections_per_sec: u32,
+    /// Inbound bytes all sessions together may hold in partial frames and
+    /// messages being reassembled. Past it, the sessions holding the most
+    /// are closed with 1009 until the rest fit. Default 64 MiB.
+    pub inbound_budget_bytes: usize,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is
+    /// believed: a session through one gets the client's address as its
+    /// peer, and no TCP facts (they would describe the proxy's connection).
+    /// Default none: the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Native `wss://`: a certificate chain and key, PEM. Default none.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: certificate and key files, reloaded on SIGHUP or when
+/// either file changes, without dropping sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -129,7 +177,21 @@ impl Default for ServerConfig {
             read_buffer_bytes: 512,
             write_buffer_bytes: 4096,
             max_message_bytes: 1 << 20,
+            handshake_timeout_ms: 10_000,
+            max_handshakes: 4_096,
+            per_ip_max_connections: 0,
+            per_ip_connections_per_sec: 0,
+            inbound_budget_bytes: 64 << 20,
+            trusted_proxies: Vec::new(),
+            tls: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
     }
 }
 

@@ -15,9 +15,10 @@ use vigil_policy_runtime::{PolicyEngine, PolicyHandle, SessionId, TcpFacts, Tier
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
 use crate::core::hub::{Hub, PublishReport, Target};
+use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::session::queue::Enqueued;
-use crate::core::session::{task, Endpoint, Session};
+use crate::core::session::{task, Admitted, Endpoint, Session};
 use crate::core::tcp::ConnInfo;
 
 /// What a profile does with a client's data frames (text or binary) on its
@@ -34,8 +35,14 @@ pub struct EndpointSpec {
     /// Client class, as policies see it.
     pub class: Arc<str>,
     /// The client's identity: a newer session with the same one supersedes
-    /// (evicts) the older at once.
+    /// (evicts) the older at once — unless the older proved it and the newer
+    /// only claims it, which is refused.
     pub identity: Option<String>,
+    /// Whether the identity was proven (a verified token).
+    pub identity_proven: bool,
+    /// When the session must be closed (`token-expired`, 4401): its
+    /// credential's expiry.
+    pub expires_at: Option<std::time::SystemTime>,
     /// Publishing, pinging and which profile's endpoint it is.
     pub endpoint: Endpoint,
     /// A first message queued before anything can be published to the
@@ -52,6 +59,8 @@ impl EndpointSpec {
         EndpointSpec {
             class: class.into(),
             identity,
+            identity_proven: false,
+            expires_at: None,
             endpoint: Endpoint::PLAIN,
             greeting: None,
             on_data: None,
@@ -71,6 +80,10 @@ pub enum AcceptError {
         /// `sessions.max_sessions`.
         max: usize,
     },
+    /// The identity is held by a session that proved it; this one only
+    /// claims it.
+    #[error("identity `{0}` is held by a session that proved it; present a token for it")]
+    IdentityTaken(String),
 }
 
 /// One session as the API shows it.
@@ -191,6 +204,11 @@ impl SessionHost {
         &self.hub.engine
     }
 
+    /// The budget every connection's inbound meter draws on.
+    pub fn inbound_budget(&self) -> &Arc<InboundBudget> {
+        &self.hub.inbound
+    }
+
     /// The host's metrics (counters a profile may move are its own).
     pub fn metrics(&self) -> &Metrics {
         &self.hub.metrics
@@ -228,6 +246,11 @@ impl SessionHost {
         if self.hub.is_shutting_down() {
             return Err(AcceptError::ShuttingDown);
         }
+        if let Some(identity) = &spec.identity {
+            if !spec.identity_proven && self.hub.registry.held_proven(identity) {
+                return Err(AcceptError::IdentityTaken(identity.clone()));
+            }
+        }
         self.make_room().await?;
         let server = &self.hub.config.server;
         let upgrade = upgrade
@@ -241,18 +264,30 @@ impl SessionHost {
             .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
             .on_upgrade(move |socket| async move {
                 let hub = Arc::clone(&host.hub);
-                let session = Arc::new(Session::new(
-                    hub.registry.next_id(),
-                    conn.peer,
-                    spec.identity,
-                    spec.class,
-                    spec.endpoint,
-                    first_ping,
-                ));
+                let admitted = Admitted {
+                    peer: conn.peer,
+                    identity: spec.identity,
+                    identity_proven: spec.identity_proven,
+                    proxied: conn.proxied,
+                    class: spec.class,
+                    endpoint: spec.endpoint,
+                    expires_at: spec.expires_at,
+                    meter: conn.meter.clone(),
+                };
+                let session = Arc::new(Session::new(hub.registry.next_id(), admitted, first_ping));
                 if let Some(greeting) = spec.greeting {
                     hub.deliver(&session, greeting);
                 }
-                hub.admit(Arc::clone(&session));
+                if !hub.admit(Arc::clone(&session)) {
+                    // A proven holder came in between the check and now.
+                    task::refuse(
+                        socket,
+                        close_codes::POLICY_VIOLATION,
+                        "identity held by a session that proved it",
+                    )
+                    .await;
+                    return;
+                }
                 if hub.is_shutting_down() {
                     // Upgraded after shutdown took its list of sessions to close.
                     hub.evict(session.id, "shutdown", close_codes::SHUTDOWN);

@@ -13,6 +13,7 @@ use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, Session
 
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
+use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::registry::Registry;
 use crate::core::session::queue::{message_len, Enqueued};
@@ -44,6 +45,8 @@ pub(crate) struct Hub {
     pub(crate) engine: PolicyEngine,
     /// Prometheus metrics.
     pub(crate) metrics: Metrics,
+    /// Inbound bytes held in unfinished messages, all sessions together.
+    pub(crate) inbound: Arc<InboundBudget>,
     started: Instant,
     events: mpsc::Sender<Event>,
     event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
@@ -95,6 +98,7 @@ impl Hub {
         let (events, inbox) = mpsc::channel(EVENT_BUFFER);
         Arc::new(Hub {
             registry: Registry::new(config.tiers),
+            inbound: InboundBudget::new(config.server.inbound_budget_bytes),
             config,
             policy,
             engine,
@@ -155,9 +159,14 @@ impl Hub {
     }
 
     /// Registers a new session; evicts the twin it supersedes, if any.
-    pub(crate) fn admit(&self, session: Arc<Session>) {
+    /// False when it claims, unproven, an identity another session proved:
+    /// then it is not registered, and the caller closes it.
+    pub(crate) fn admit(&self, session: Arc<Session>) -> bool {
+        let Ok(twin) = self.registry.insert(Arc::clone(&session)) else {
+            tracing::warn!(session_id = session.id, peer = %session.peer, identity = ?session.identity, "unproven claim to a proven identity refused");
+            return false;
+        };
         self.live_tasks.fetch_add(1, Ordering::SeqCst);
-        let twin = self.registry.insert(Arc::clone(&session));
         self.metrics.sessions_opened.inc();
         self.metrics.sessions_active.set(self.registry.len() as i64);
         self.event(EventKind::Connected {
@@ -168,6 +177,7 @@ impl Hub {
         if let Some(twin) = twin {
             self.evict(twin.id, "superseded", close_codes::NORMAL);
         }
+        true
     }
 
     /// Removes a session and asks its task to close it with `code`. Counted
@@ -358,6 +368,41 @@ impl Hub {
             }),
         }
         report
+    }
+
+    /// Keeps the inbound budget: past it, closes the sessions holding the
+    /// most unfinished inbound bytes (1009) until the rest fit in nine
+    /// tenths of it; then lets paused connections read again.
+    pub(crate) fn enforce_inbound_budget(&self) {
+        let budget = &self.inbound;
+        self.metrics.inbound_held_bytes.set(budget.held() as i64);
+        if budget.exceeded() {
+            let mut holders: Vec<(usize, SessionId)> = Vec::new();
+            self.registry.for_each(|session| {
+                if let Some(meter) = &session.meter {
+                    let held = meter.held();
+                    if held > 0 {
+                        holders.push((held, session.id));
+                    }
+                }
+            });
+            holders.sort_unstable_by(|a, b| b.cmp(a));
+            let target = budget.limit() / 10 * 9;
+            for (_, id) in holders {
+                if budget.held() <= target {
+                    break;
+                }
+                if let Some(session) = self.registry.get(id) {
+                    if let Some(meter) = &session.meter {
+                        // Its bytes go back to the budget now, not when its
+                        // task has finished closing.
+                        meter.forfeit();
+                    }
+                    self.evict(id, "inbound-budget", close_codes::MESSAGE_TOO_BIG);
+                }
+            }
+        }
+        budget.resume_paused();
     }
 
     /// Graceful shutdown: closes every session with 1001 and waits up to the

@@ -21,6 +21,14 @@ pub struct EvictionLabels {
     pub tier: String,
 }
 
+/// Labels of `vigil_connections_refused_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `handshake-timeout`, `handshake-cap`, `per-ip-connections`,
+    /// `per-ip-rate`, `tls`.
+    pub reason: String,
+}
+
 /// Labels of `vigil_policy_swaps_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SwapLabels {
@@ -61,6 +69,12 @@ pub struct Metrics {
     pub suspect_session_growth: Gauge,
     /// Connections refused because the session limit was reached.
     pub capacity_refusals: Counter,
+    /// Connections refused or closed before they became sessions, by reason.
+    pub connections_refused: Family<RefusalLabels, Counter>,
+    /// Connections in their handshake now.
+    pub handshakes_active: Gauge,
+    /// Inbound bytes held in unfinished messages, all sessions together.
+    pub inbound_held_bytes: Gauge,
     /// Policy swaps (admin API, file watch, rollback, promote), by result.
     pub swaps: Family<SwapLabels, Counter>,
     /// Time from a swap request to the new policy serving, seconds.
@@ -97,6 +111,9 @@ impl Metrics {
             rtt_seconds: Histogram::new([1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0]),
             suspect_session_growth: Gauge::default(),
             capacity_refusals: Counter::default(),
+            connections_refused: Family::default(),
+            handshakes_active: Gauge::default(),
+            inbound_held_bytes: Gauge::default(),
             swaps: Family::default(),
             swap_seconds: Histogram::new([
                 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5, 1.0, 5.0,
@@ -179,6 +196,21 @@ impl Metrics {
             metrics.capacity_refusals.clone(),
         );
         registry.register(
+            "vigil_connections_refused",
+            "Connections refused or closed before they became sessions, by reason",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "vigil_handshakes_active",
+            "Connections in their handshake now",
+            metrics.handshakes_active.clone(),
+        );
+        registry.register(
+            "vigil_inbound_held_bytes",
+            "Inbound bytes held in unfinished messages, all sessions together",
+            metrics.inbound_held_bytes.clone(),
+        );
+        registry.register(
             "vigil_policy_swaps",
             "Policy swaps (admin API, file watch, rollback, promote), by result",
             metrics.swaps.clone(),
@@ -201,6 +233,15 @@ impl Metrics {
             .get_or_create(&EvictionLabels {
                 reason: reason.to_owned(),
                 tier: tier.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection refused or closed before it became a session.
+    pub fn refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

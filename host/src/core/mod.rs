@@ -15,6 +15,8 @@ pub mod config;
 mod host;
 /// Shared state behind the public handle; private to the core.
 mod hub;
+/// The budget for inbound bytes held in unfinished messages.
+pub mod inbound;
 /// Prometheus metrics, one registry per host.
 pub mod metrics;
 /// The "sessions grow while nothing comes in" alarm.

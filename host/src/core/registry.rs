@@ -14,10 +14,15 @@ use crate::core::schedule::Schedule;
 use crate::core::session::state::SessionState;
 use crate::core::session::Session;
 
+/// A session claimed, without proof, an identity another session proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityTaken;
+
 /// Live sessions.
 pub struct Registry {
     sessions: DashMap<SessionId, Arc<Session>>,
-    identities: DashMap<String, SessionId>,
+    /// Identity to (holder, whether the holder proved it).
+    identities: DashMap<String, (SessionId, bool)>,
     next_id: AtomicU64,
     schedule: Schedule,
     /// The zero of the schedule's clock.
@@ -44,22 +49,41 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Adds a session. Returns the session it supersedes: an earlier one with
-    /// the same identity, which the caller must evict.
-    pub fn insert(&self, session: Arc<Session>) -> Option<Arc<Session>> {
-        let twin = session
-            .identity
-            .as_ref()
-            .and_then(|identity| self.identities.insert(identity.clone(), session.id))
-            .and_then(|old| {
-                self.sessions
-                    .get(&old)
-                    .map(|entry| Arc::clone(entry.value()))
-            });
+    /// Whether `identity` is held by a session that proved it, so an
+    /// unproven claim to it must be refused.
+    pub fn held_proven(&self, identity: &str) -> bool {
+        self.identities
+            .get(identity)
+            .is_some_and(|holder| holder.value().1)
+    }
+
+    /// Adds a session. Returns the session it supersedes — an earlier one
+    /// with the same identity, which the caller must evict — or refuses it
+    /// (`Err`) when it merely claims an identity another session proved.
+    pub fn insert(&self, session: Arc<Session>) -> Result<Option<Arc<Session>>, IdentityTaken> {
+        let mut twin = None;
+        if let Some(identity) = &session.identity {
+            match self.identities.entry(identity.clone()) {
+                dashmap::Entry::Occupied(mut holder) => {
+                    let (old, proven) = *holder.get();
+                    if proven && !session.identity_proven {
+                        return Err(IdentityTaken);
+                    }
+                    holder.insert((session.id, session.identity_proven));
+                    twin = self
+                        .sessions
+                        .get(&old)
+                        .map(|entry| Arc::clone(entry.value()));
+                }
+                dashmap::Entry::Vacant(vacant) => {
+                    vacant.insert((session.id, session.identity_proven));
+                }
+            }
+        }
         let slot = self.schedule.insert(session.id);
         session.slot.store(slot, Ordering::Release);
         self.sessions.insert(session.id, session);
-        twin
+        Ok(twin)
     }
 
     /// Changes `session`'s state with `change`, then records when the tick
@@ -99,7 +123,8 @@ impl Registry {
         self.schedule
             .remove(session.slot.load(Ordering::Acquire), session.id);
         if let Some(identity) = &session.identity {
-            self.identities.remove_if(identity, |_, owner| *owner == id);
+            self.identities
+                .remove_if(identity, |_, (owner, _)| *owner == id);
         }
         Some(session)
     }
@@ -113,7 +138,7 @@ impl Registry {
 
     /// The live session of a client identity.
     pub fn by_identity(&self, identity: &str) -> Option<Arc<Session>> {
-        let id = *self.identities.get(identity)?.value();
+        let id = self.identities.get(identity)?.value().0;
         self.get(id)
     }
 

@@ -6,83 +6,52 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use std::sync::Arc;
+
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use vigil_policy_runtime::TcpFacts;
 
 use crate::core::config::TcpConfig;
+use crate::core::inbound::InboundMeter;
 
-/// A TCP listener that sets Vigil's socket options on every connection it
-/// accepts.
-pub struct VigilListener {
-    inner: TcpListener,
-    options: TcpConfig,
+/// Sets Vigil's socket options on an accepted connection: `TCP_NODELAY`,
+/// keepalive, and (Linux) `TCP_USER_TIMEOUT`, as `[tcp]` says.
+pub fn configure_socket(stream: &TcpStream, options: &TcpConfig) -> io::Result<()> {
+    let socket = SockRef::from(stream);
+    if options.nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    if options.keepalive_secs > 0 {
+        let idle = Duration::from_secs(options.keepalive_secs);
+        let keepalive = TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(idle / 3)
+            .with_retries(3);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    #[cfg(target_os = "linux")]
+    if options.user_timeout_ms > 0 {
+        socket.set_tcp_user_timeout(Some(Duration::from_millis(options.user_timeout_ms)))?;
+    }
+    Ok(())
 }
 
-impl VigilListener {
-    /// Wraps a bound listener.
-    pub fn new(inner: TcpListener, options: TcpConfig) -> Self {
-        VigilListener { inner, options }
-    }
-
-    fn configure(&self, stream: &TcpStream) -> io::Result<()> {
-        let socket = SockRef::from(stream);
-        if self.options.nodelay {
-            socket.set_tcp_nodelay(true)?;
-        }
-        if self.options.keepalive_secs > 0 {
-            let idle = Duration::from_secs(self.options.keepalive_secs);
-            let keepalive = TcpKeepalive::new()
-                .with_time(idle)
-                .with_interval(idle / 3)
-                .with_retries(3);
-            socket.set_tcp_keepalive(&keepalive)?;
-        }
-        #[cfg(target_os = "linux")]
-        if self.options.user_timeout_ms > 0 {
-            socket
-                .set_tcp_user_timeout(Some(Duration::from_millis(self.options.user_timeout_ms)))?;
-        }
-        Ok(())
-    }
-}
-
-impl Listener for VigilListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, peer) = Listener::accept(&mut self.inner).await;
-        if let Err(error) = self.configure(&stream) {
-            tracing::debug!(%peer, %error, "cannot set socket options on accepted connection");
-        }
-        (stream, peer)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// What a session handler learns about its connection: the peer, and the
-/// socket's descriptor for reading `TCP_INFO` while the session owns it.
-#[derive(Debug, Clone, Copy)]
+/// What a session handler learns about its connection: the peer, the
+/// socket's descriptor for reading `TCP_INFO` while the session owns it,
+/// whether it came through a trusted proxy, and its share of the inbound
+/// budget.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The client's address.
+    /// The client's address (the real client's, through a trusted proxy).
     pub peer: SocketAddr,
     /// The accepted socket; valid for as long as the connection is.
     pub fd: RawFd,
-}
-
-impl Connected<IncomingStream<'_, VigilListener>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, VigilListener>) -> Self {
-        ConnInfo {
-            peer: *stream.remote_addr(),
-            fd: stream.io().as_raw_fd(),
-        }
-    }
+    /// Through a trusted proxy: the socket's TCP facts are the proxy's
+    /// connection's, so they are not reported.
+    pub proxied: bool,
+    /// The connection's meter on the inbound budget, when it has one.
+    pub meter: Option<Arc<InboundMeter>>,
 }
 
 /// Reads `TCP_INFO`. The caller must own the connection `fd` belongs to (a

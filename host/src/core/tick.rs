@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use vigil_policy_runtime::{Action, Event, EventKind, SessionFacts, Verdict, VerdictSource};
 
+use crate::core::close_codes;
 use crate::core::hub::Hub;
 use crate::core::monitor::GrowthMonitor;
 
@@ -27,6 +28,7 @@ pub(crate) async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
             forward_events(&hub, inbox);
         }
         tick_once(&hub, Instant::now()).await;
+        hub.enforce_inbound_budget();
         monitor.check(&hub);
     }
 }
@@ -70,7 +72,7 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) {
         let Some(session) = hub.registry.get(id) else {
             continue; // removed since
         };
-        hub.registry.update(&session, |state| {
+        let expired = hub.registry.update(&session, |state| {
             let timing = tiers.timing(state.tier());
             let visit = state.visit(now, timing, tick);
             if visit.wake {
@@ -85,7 +87,11 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) {
                     timing.pong_timeout(),
                 ));
             }
+            visit.expired
         });
+        if expired {
+            hub.evict(session.id, "token-expired", close_codes::TOKEN_EXPIRED);
+        }
     }
     if batch.is_empty() {
         return;

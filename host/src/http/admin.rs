@@ -160,3 +160,32 @@ async fn promote(State(host): State<SessionHost>) -> Result<Json<Value>, AppErro
     let report = host.promote_shadow().await.map_err(change_error)?;
     Ok(Json(json!(report)))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_upload_is_taken_or_refused_with_a_reason(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            config in proptest::option::of(".{0,64}"),
+            name in proptest::option::of(".{0,32}"),
+        ) {
+            let mut query = HashMap::new();
+            if let Some(config) = &config {
+                query.insert("config".to_owned(), config.clone());
+            }
+            if let Some(name) = &name {
+                query.insert("name".to_owned(), name.clone());
+            }
+            let config_is_json = config
+                .as_deref()
+                .is_none_or(|config| serde_json::from_str::<Value>(config).is_ok());
+            let taken = upload(&query, Bytes::from(body.clone())).is_ok();
+            prop_assert_eq!(taken, !body.is_empty() && config_is_json);
+        }
+    }
+}

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,7 @@ use vigil_policy_runtime::FaultKind;
 
 use crate::core::tcp::ConnInfo;
 use crate::core::{close_codes, EndpointSpec, SessionHost, SessionQuery, Target};
-use crate::http::auth::{require_token, TokenCheck};
+use crate::http::auth::{require_control, ClientAuth, ControlAccess};
 use crate::http::error::AppError;
 use crate::profile::Profile;
 
@@ -27,25 +28,33 @@ use crate::profile::Profile;
 struct ApiState {
     host: SessionHost,
     profiles: Arc<[Arc<dyn Profile>]>,
+    clients: ClientAuth,
 }
 
-/// The public routes over a running host, with each profile's merged in.
-pub fn router(host: SessionHost, profiles: &[Arc<dyn Profile>]) -> Router {
-    let token = TokenCheck::header_or_query(host.config().server.access_token.as_deref());
+/// The public routes over a running host, with each profile's merged in:
+/// `/ws` for clients (their credential checked by `clients`), the control
+/// routes behind `control`, `/healthz` open.
+pub fn router(
+    host: SessionHost,
+    profiles: &[Arc<dyn Profile>],
+    control: ControlAccess,
+    clients: ClientAuth,
+) -> Router {
     let state = ApiState {
         host: host.clone(),
         profiles: profiles.iter().cloned().collect(),
+        clients,
     };
-    let protected = Router::new()
-        .route("/ws", get(upgrade))
+    let control_routes = Router::new()
         .route("/publish", post(publish))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(get_session).delete(delete_session))
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(token, require_token));
+        .route_layer(middleware::from_fn_with_state(control, require_control));
     let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .merge(protected)
+        .route("/ws", get(upgrade))
+        .merge(control_routes)
         .with_state(state);
     for profile in profiles {
         app = app.merge(profile.routes(&host));
@@ -53,14 +62,17 @@ pub fn router(host: SessionHost, profiles: &[Arc<dyn Profile>]) -> Router {
     app
 }
 
+/// `GET /ws`: the client's credential is checked, and its identity
+/// settled, before the upgrade.
 async fn upgrade(
     State(state): State<ApiState>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
     Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    let identity = query
+    let claimed = query
         .get("client_id")
         .cloned()
         .or_else(|| {
@@ -70,8 +82,21 @@ async fn upgrade(
                 .map(str::to_owned)
         })
         .filter(|identity| !identity.is_empty());
-    let class = state.host.config().sessions.default_class.as_str();
-    let spec = EndpointSpec::plain(class, identity);
+    // Credentials first: a client without one learns nothing, not even
+    // whether its upgrade request was well formed.
+    let client = state
+        .clients
+        .authenticate(&headers, raw_query.as_deref(), claimed)?;
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let class = client
+        .class
+        .unwrap_or_else(|| state.host.config().sessions.default_class.clone());
+    let mut spec = EndpointSpec::plain(class, client.identity);
+    spec.identity_proven = client.proven;
+    spec.expires_at = client.expires_at;
     Ok(state.host.accept(conn, upgrade, spec).await?)
 }
 
@@ -196,4 +221,97 @@ async fn healthz(State(state): State<ApiState>) -> Json<Value> {
             "faults": faults,
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A publish body as `POST /publish` parses it.
+    fn parse_publish(body: &[u8]) -> Result<Target, AppError> {
+        let request: PublishRequest = serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("invalid publish request: {e}")))?;
+        parse_target(request.to)
+    }
+
+    fn same_target(a: &Target, b: &Target) -> bool {
+        match (a, b) {
+            (Target::All, Target::All) => true,
+            (Target::Ids(a), Target::Ids(b)) => a == b,
+            (Target::Identity(a), Target::Identity(b)) | (Target::Class(a), Target::Class(b)) => {
+                a == b
+            }
+            _ => false,
+        }
+    }
+
+    fn target() -> impl Strategy<Value = (Value, Target)> {
+        prop_oneof![
+            Just((json!("all"), Target::All)),
+            proptest::collection::vec(any::<u64>(), 0..20)
+                .prop_map(|ids| (json!(ids), Target::Ids(ids))),
+            ".{0,40}".prop_map(|id| (json!({"identity": id}), Target::Identity(id))),
+            ".{0,40}".prop_map(|class| (json!({"class": class}), Target::Class(class))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_as_a_publish_body_are_parsed_or_refused_never_a_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = parse_publish(&body);
+        }
+
+        #[test]
+        fn every_valid_target_parses_to_itself((to, expected) in target(), data in ".{0,64}") {
+            let body = json!({"to": to, "data": data}).to_string();
+            let parsed = parse_publish(body.as_bytes());
+            prop_assert!(parsed.as_ref().is_ok_and(|parsed| same_target(parsed, &expected)));
+        }
+
+        #[test]
+        fn any_json_as_a_target_is_parsed_or_refused(to in any_json()) {
+            let _ = parse_target(to);
+        }
+
+        #[test]
+        fn any_session_list_query_is_parsed_or_refused(query in ".{0,200}") {
+            let _ = serde_urlencoded::from_str::<ListQuery>(&query);
+        }
+
+        #[test]
+        fn valid_session_list_queries_keep_their_values(
+            limit in any::<usize>(), after in any::<u64>(), class in "[a-z]{1,12}",
+        ) {
+            let query = format!("limit={limit}&after={after}&class={class}&tier=fast");
+            let parsed: ListQuery = serde_urlencoded::from_str(&query)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(parsed.limit, Some(limit));
+            prop_assert_eq!(parsed.after, Some(after));
+            prop_assert_eq!(parsed.class, Some(class));
+            prop_assert_eq!(parsed.tier.as_deref(), Some("fast"));
+        }
+    }
+
+    /// Arbitrary JSON values, a few levels deep.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,10}", inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
 }

@@ -48,6 +48,7 @@ impl From<AcceptError> for AppError {
             AcceptError::ShuttingDown | AcceptError::AtCapacity { .. } => {
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             }
+            AcceptError::IdentityTaken(_) => AppError::new(StatusCode::CONFLICT, error.to_string()),
         }
     }
 }

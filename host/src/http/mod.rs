@@ -6,9 +6,21 @@
 pub mod admin;
 /// The public API's routes.
 pub mod api;
-/// Bearer tokens, checked before any upgrade.
+/// Bearer tokens, API keys and client identities, checked before any upgrade.
 pub mod auth;
+/// `[api]` and `[auth]`.
+pub mod config;
 /// Error answers.
 pub mod error;
+/// Client JWTs.
+pub mod jwt;
+/// Per-source-IP connection limits.
+pub mod limits;
+/// The real client behind a trusted proxy.
+pub mod peer;
+/// The public listener's accept loop: handshake bounds, limits, TLS.
+pub mod serve;
+/// Native `wss://`, with certificate reload.
+pub mod tls;
 
 pub use error::AppError;

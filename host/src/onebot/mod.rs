@@ -245,6 +245,8 @@ async fn accept(
     let spec = EndpointSpec {
         class: Arc::from(CLIENT_CLASS),
         identity: None,
+        identity_proven: false,
+        expires_at: None,
         endpoint: Endpoint {
             receives_published: role.receives_events(),
             pinged: settings.ws_ping,

@@ -242,7 +242,36 @@ pub fn complete_event(event: &mut Value, self_id: i64, time: i64) {
 #[cfg(test)]
 #[allow(clippy::expect_used)] // a failed expectation is the test failing
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_frame_is_an_action_or_a_1400_never_a_panic(
+            frame in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let response = match parse_request(&frame) {
+                Ok(request) => ActionResponse::ok(Value::Null, request.echo),
+                Err(malformed) => ActionResponse::failed(retcode::BAD_REQUEST, malformed.why, malformed.echo),
+            };
+            let answer: Value = serde_json::from_str(&response.to_json()).expect("answers are JSON");
+            prop_assert!(answer.get("status").is_some() && answer.get("data").is_some());
+        }
+
+        #[test]
+        fn an_echo_of_any_json_comes_back_byte_for_byte(
+            action in "[a-z_]{1,20}", n in any::<i64>(), text in "[ -~]{0,20}",
+        ) {
+            let echo = json!([n, text, {"k": null}]).to_string();
+            let frame = format!(r#"{{"action":"{action}","params":{{}},"echo":{echo}}}"#);
+            let request = parse_request(frame.as_bytes()).expect("valid");
+            prop_assert_eq!(&request.action, &action);
+            let answer = ActionResponse::ok(Value::Null, request.echo).to_json();
+            let expected_tail = format!(r#""echo":{echo}}}"#);
+            prop_assert!(answer.ends_with(&expected_tail));
+        }
+    }
 
     fn answer(frame: &str) -> Value {
         let response = match parse_request(frame.as_bytes()) {

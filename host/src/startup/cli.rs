@@ -43,8 +43,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Require this token on every route but /healthz (Bearer header or
-    /// `?access_token=`); also read from VIGIL_ACCESS_TOKEN.
+    /// The client credential: required on /ws (Bearer header or
+    /// `?access_token=`); never opens the control routes. Also read from
+    /// VIGIL_ACCESS_TOKEN.
     #[arg(
         long,
         value_name = "TOKEN",
@@ -52,6 +53,35 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub access_token: Option<String>,
+    /// A key for the control routes (/publish, /sessions, /metrics), as
+    /// `Authorization: Bearer`; repeat for several. Also read from
+    /// VIGIL_API_KEY (one key).
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "VIGIL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Listen on a non-loopback address without an API key (the control
+    /// routes then answer loopback clients only).
+    #[arg(long)]
+    pub allow_public_without_api_key: bool,
+    /// Verify client JWTs (HS256) with this secret; also read from
+    /// VIGIL_JWT_SECRET.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "VIGIL_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// Serve wss:// with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Address of the admin API (policy swap, rollback, shadow) [default: 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -241,6 +271,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(token) = args.access_token {
         config.server.access_token = Some(token);
+    }
+    if !args.api_keys.is_empty() {
+        config.api.keys = args.api_keys;
+    }
+    if args.allow_public_without_api_key {
+        config.api.allow_public_without_key = true;
+    }
+    if let Some(secret) = args.jwt_secret {
+        config.auth.jwt_secret = Some(secret);
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.server.tls = Some(crate::config::TlsConfig { cert, key });
     }
     if let Some(listen) = args.admin_listen {
         config.admin.listen = listen;

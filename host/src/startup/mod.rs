@@ -30,8 +30,10 @@ use vigil_policy_runtime::{PluginSource, PolicyEngine, PolicyHandle, Sandbox, Su
 
 use crate::config::VigilConfig;
 use crate::core::metrics::Metrics;
-use crate::core::tcp::{ConnInfo, VigilListener};
 use crate::core::SessionHost;
+use crate::http::auth::{ClientAuth, ControlAccess};
+use crate::http::peer::TrustedProxies;
+use crate::http::tls::{TlsReloader, TlsWatch};
 use crate::onebot::OneBotProfile;
 use crate::profile::Profile;
 
@@ -218,15 +220,33 @@ fn serve_host(
         .filter_map(|profile| profile.background(&host, stopped.clone()))
         .map(tokio::spawn)
         .collect();
-    let app = crate::http::api::router(host.clone(), &profiles)
-        .into_make_service_with_connect_info::<ConnInfo>();
-    let listener = VigilListener::new(listener, config.tcp.clone());
+    let proxies = TrustedProxies::new(config.server.trusted_proxies.clone());
+    let control = ControlAccess::new(&config.api, proxies.clone());
+    let clients = ClientAuth::new(config.server.access_token.as_deref(), &config.auth)?;
+    if config.api.keys.is_empty() {
+        tracing::warn!(
+            "no [api] key is set: /publish, /sessions and /metrics answer loopback clients only"
+        );
+    }
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(TlsReloader::load)
+        .transpose()?;
+    let tls_watch = tls.as_ref().map(TlsReloader::watch).transpose()?;
+    let app = crate::http::api::router(host.clone(), &profiles, control, clients);
+    let server = crate::http::serve::serve(
+        listener,
+        app,
+        host.clone(),
+        proxies,
+        tls,
+        config.tcp.clone(),
+        stopped.clone(),
+    );
     let task_host = host.clone();
     let task = tokio::spawn(async move {
-        let mut http_stopped = stopped.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = http_stopped.wait_for(|stop| *stop).await;
-        });
         let mut shutdown_requested = stopped;
         let closing = async {
             let _ = shutdown_requested.wait_for(|stop| *stop).await;
@@ -238,8 +258,7 @@ fn serve_host(
             );
             (clean, total)
         };
-        let (served, closed) = tokio::join!(server, closing);
-        served.context("serving HTTP")?;
+        let ((), closed) = tokio::join!(server, closing);
         let _ = tick.await;
         for task in background {
             let _ = task.await;
@@ -258,6 +277,7 @@ fn serve_host(
         address,
         admin_address,
         policy_watch,
+        _tls_watch: tls_watch,
         host,
         stop,
         task,
@@ -323,6 +343,7 @@ pub struct RunningServer {
     stop: signal::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<(u64, usize)>>,
     policy_watch: Option<watch::PolicyWatch>,
+    _tls_watch: Option<TlsWatch>,
 }
 
 impl RunningServer {

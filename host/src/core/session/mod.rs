@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use vigil_policy_runtime::SessionId;
 
+use crate::core::inbound::InboundMeter;
 use state::{CloseRequest, SessionState};
 
 /// What a session's endpoint makes of it, beyond liveness: whether published
@@ -47,6 +48,18 @@ impl Endpoint {
     };
 }
 
+/// Who a new session is, as its endpoint and authentication established.
+pub(crate) struct Admitted {
+    pub(crate) peer: SocketAddr,
+    pub(crate) identity: Option<String>,
+    pub(crate) identity_proven: bool,
+    pub(crate) proxied: bool,
+    pub(crate) class: Arc<str>,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) expires_at: Option<std::time::SystemTime>,
+    pub(crate) meter: Option<Arc<InboundMeter>>,
+}
+
 /// What is known about a session, shared between its task, the tick, the
 /// publish path and the API.
 pub struct Session {
@@ -54,8 +67,13 @@ pub struct Session {
     pub id: SessionId,
     /// The client's address.
     pub peer: SocketAddr,
-    /// The client's own identity (`client_id`), used to supersede a dead twin.
+    /// The client's identity, used to supersede a dead twin.
     pub identity: Option<String>,
+    /// Whether the identity was proven (a verified token), not just claimed:
+    /// an unproven claim never supersedes a proven holder.
+    pub identity_proven: bool,
+    /// Through a trusted proxy: no TCP facts (they are the proxy's).
+    pub proxied: bool,
     /// Client class, as policies see it.
     pub class: Arc<str>,
     /// Which endpoint it came in on.
@@ -66,6 +84,8 @@ pub struct Session {
     pub connected_at: Instant,
     /// The same, as Unix time in ms, for the API.
     pub connected_unix_ms: u64,
+    /// Its share of the inbound budget.
+    pub(crate) meter: Option<Arc<InboundMeter>>,
     state: Mutex<SessionState>,
     wake: Notify,
 }
@@ -73,25 +93,30 @@ pub struct Session {
 impl Session {
     /// A new session, to be watched in the `fast` tier until the policy says
     /// otherwise, and assessed at the next tick.
-    pub(crate) fn new(
-        id: SessionId,
-        peer: SocketAddr,
-        identity: Option<String>,
-        class: Arc<str>,
-        endpoint: Endpoint,
-        first_ping_in: Duration,
-    ) -> Self {
+    pub(crate) fn new(id: SessionId, admitted: Admitted, first_ping_in: Duration) -> Self {
         let now = Instant::now();
+        let mut state = SessionState::new(now, first_ping_in);
+        if let Some(expires_at) = admitted.expires_at {
+            // A token that expires while the clocks disagree still expires:
+            // the wall clock's distance, measured once, on the host's clock.
+            let left = expires_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            state.expire_at(now + left);
+        }
         Session {
             id,
-            peer,
-            identity,
-            class,
-            endpoint,
+            peer: admitted.peer,
+            identity: admitted.identity,
+            identity_proven: admitted.identity_proven,
+            proxied: admitted.proxied,
+            class: admitted.class,
+            endpoint: admitted.endpoint,
             slot: AtomicUsize::new(usize::MAX),
             connected_at: now,
             connected_unix_ms: vigil_policy_runtime::clock::unix_ms_now(),
-            state: Mutex::new(SessionState::new(now, first_ping_in)),
+            meter: admitted.meter,
+            state: Mutex::new(state),
             wake: Notify::new(),
         }
     }

@@ -58,6 +58,8 @@ pub(crate) struct TickVisit {
     pub(crate) wake: bool,
     /// The policy must assess the session in this tick's batch.
     pub(crate) assess: bool,
+    /// Its credential expired: the host closes it.
+    pub(crate) expired: bool,
 }
 
 /// A pong matched to its ping.
@@ -94,6 +96,8 @@ pub(crate) struct SessionState {
     ping_requested: Option<Instant>,
     close: Option<CloseRequest>,
     tcp: Option<TcpFacts>,
+    /// When the session's credential expires, if it does.
+    expires_at: Option<Instant>,
 }
 
 impl SessionState {
@@ -119,7 +123,13 @@ impl SessionState {
             ping_requested: None,
             close: None,
             tcp: None,
+            expires_at: None,
         }
+    }
+
+    /// The session must end at `at` (its token's expiry).
+    pub(crate) fn expire_at(&mut self, at: Instant) {
+        self.expires_at = Some(at);
     }
 
     /// When the tick must next look at this session: its next ping, its
@@ -130,6 +140,9 @@ impl SessionState {
             return None;
         }
         let mut due = self.next_ping_at.min(self.reassess_at);
+        if let Some(expires_at) = self.expires_at {
+            due = due.min(expires_at);
+        }
         if let Some(requested) = self.ping_requested {
             due = due.min(requested + pong_timeout);
         }
@@ -159,6 +172,10 @@ impl SessionState {
     pub(crate) fn visit(&mut self, now: Instant, timing: TierTiming, tick: Duration) -> TickVisit {
         let mut visit = TickVisit::default();
         if self.close.is_some() {
+            return visit;
+        }
+        if self.expires_at.is_some_and(|at| now >= at) {
+            visit.expired = true;
             return visit;
         }
         if now >= self.next_ping_at {

@@ -167,6 +167,12 @@ pub(crate) fn start(
     tokio::spawn(run(hub, session, sink, stream, fd, on_data));
 }
 
+/// Closes a socket that never became a session, with `code` and `reason`.
+pub(crate) async fn refuse(socket: WebSocket, code: u16, reason: &str) {
+    let (mut sink, mut stream) = socket.split();
+    let _ = close_handshake(&mut sink, &mut stream, code, reason, Duration::from_secs(1)).await;
+}
+
 /// Runs a session until it ends, then tells the hub why.
 async fn run(
     hub: Arc<Hub>,
@@ -177,6 +183,9 @@ async fn run(
     mut on_data: Option<InboundData>,
 ) {
     let mut limiter = InboundLimiter::new(hub.config.sessions.max_inbound_frames_per_sec);
+    if let Some(meter) = &session.meter {
+        meter.activate();
+    }
     // A ping waiting to jump the queue (the only control frame the host
     // originates; a newer one replaces an unsent older one).
     let mut control: Option<Message> = None;
@@ -198,8 +207,12 @@ async fn run(
         if let Some(probe) = probe {
             // Either way the kernel's view of the socket is refreshed: for a
             // session without pings it is the probe.
-            let tcp = crate::core::tcp::tcp_info(fd);
-            session.lock().set_tcp(tcp);
+            // Through a proxy the socket is the proxy's: its facts would
+            // mislead the policy about the client.
+            if !session.proxied {
+                let tcp = crate::core::tcp::tcp_info(fd);
+                session.lock().set_tcp(tcp);
+            }
             if let Probe::Ping(sequence) = probe {
                 control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
                 hub.metrics.pings_sent.inc();
@@ -222,6 +235,9 @@ async fn run(
                     },
                     Some(Ok(message)) => message,
                 };
+                if let Some(meter) = &session.meter {
+                    meter.message_complete();
+                }
                 let now = Instant::now();
                 if !limiter.allow(now) {
                     break SessionEnd::RateLimited;

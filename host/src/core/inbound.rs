@@ -1,0 +1,250 @@
+//! The budget for inbound bytes held across all sessions: what clients have
+//! sent that is not yet a complete message (partial frames, fragments being
+//! reassembled). Each connection's stream is wrapped in a
+//! [`MeteredStream`], which counts the bytes read since the session's last
+//! complete message. Past the budget, connections holding a share worth
+//! noticing stop being read (so memory stops growing at once), and the tick
+//! closes the sessions holding the most with 1009 until the rest fit.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Held bytes below which a connection is never paused: one read buffer or
+/// a small message in flight is normal traffic, not a hoard.
+const PAUSE_FLOOR_BYTES: usize = 16 << 10;
+
+/// All sessions' held bytes against the limit.
+#[derive(Debug)]
+pub struct InboundBudget {
+    limit: usize,
+    held: AtomicUsize,
+    paused: Mutex<Vec<Waker>>,
+}
+
+impl InboundBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(InboundBudget {
+            limit,
+            held: AtomicUsize::new(0),
+            paused: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Bytes held now, all sessions together.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether the budget is exceeded.
+    pub fn exceeded(&self) -> bool {
+        self.held() > self.limit
+    }
+
+    /// Resumes every paused connection (they pause again if still over).
+    pub fn resume_paused(&self) {
+        let wakers =
+            std::mem::take(&mut *self.paused.lock().unwrap_or_else(PoisonError::into_inner));
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.held.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One connection's share of the budget.
+#[derive(Debug)]
+pub struct InboundMeter {
+    budget: Arc<InboundBudget>,
+    held: AtomicUsize,
+    /// Counting starts once the connection is a session: before that its
+    /// bytes are an HTTP request, bounded by the handshake.
+    active: AtomicBool,
+    /// Closed for the budget: never read from again.
+    forfeited: AtomicBool,
+}
+
+impl InboundMeter {
+    /// A meter drawing on `budget`.
+    pub fn new(budget: &Arc<InboundBudget>) -> Arc<Self> {
+        Arc::new(InboundMeter {
+            budget: Arc::clone(budget),
+            held: AtomicUsize::new(0),
+            active: AtomicBool::new(false),
+            forfeited: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts counting (the connection became a session).
+    pub(crate) fn activate(&self) {
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes this connection holds: read since its last complete message.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// A complete message arrived: what was held is now the application's.
+    pub(crate) fn message_complete(&self) {
+        let held = self.held.swap(0, Ordering::Relaxed);
+        self.budget.release(held);
+    }
+
+    /// Stops counting and gives back what is held (the session is being
+    /// closed for the budget).
+    pub(crate) fn forfeit(&self) {
+        self.forfeited.store(true, Ordering::Relaxed);
+        self.active.store(false, Ordering::Relaxed);
+        self.message_complete();
+    }
+
+    fn read(&self, bytes: usize) {
+        if bytes > 0 && self.active.load(Ordering::Relaxed) {
+            self.held.fetch_add(bytes, Ordering::Relaxed);
+            self.budget.held.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this connection must wait: the budget is exceeded and it
+    /// holds more than normal traffic does.
+    fn must_pause(&self) -> bool {
+        self.budget.exceeded() && self.held() >= PAUSE_FLOOR_BYTES
+    }
+}
+
+impl Drop for InboundMeter {
+    fn drop(&mut self) {
+        let held = self.held.swap(0, Ordering::Relaxed);
+        self.budget.release(held);
+        if held > 0
+            && !self
+                .budget
+                .paused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        {
+            self.budget.resume_paused();
+        }
+    }
+}
+
+/// A connection's stream, counted against the inbound budget; `guard` is
+/// whatever must live exactly as long as the connection (a per-IP slot).
+pub struct MeteredStream<S> {
+    inner: S,
+    meter: Arc<InboundMeter>,
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl<S> MeteredStream<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, meter: Arc<InboundMeter>, guard: Option<Box<dyn Send + Sync>>) -> Self {
+        MeteredStream {
+            inner,
+            meter,
+            _guard: guard,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for MeteredStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.meter.forfeited.load(Ordering::Relaxed) {
+            // Its session is closing for the budget: no more of its bytes
+            // are taken in; the close times out on the session's own timer.
+            return Poll::Pending;
+        }
+        if self.meter.must_pause() {
+            self.meter
+                .budget
+                .paused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(cx.waker().clone());
+            // Re-checked after registering, so a release in between is seen.
+            if self.meter.must_pause() {
+                return Poll::Pending;
+            }
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.meter.read(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bytes_are_released_on_a_complete_message_and_on_drop() {
+        let budget = InboundBudget::new(100);
+        let meter = InboundMeter::new(&budget);
+        meter.read(50);
+        assert_eq!(budget.held(), 0, "not counted before the session starts");
+        meter.activate();
+        meter.read(60);
+        meter.read(50);
+        assert_eq!(budget.held(), 110);
+        assert!(budget.exceeded());
+        meter.message_complete();
+        assert_eq!(budget.held(), 0);
+        meter.read(30);
+        drop(meter);
+        assert_eq!(budget.held(), 0);
+    }
+}
