@@ -161,9 +161,9 @@ fn serve_refuses_to_start_with_a_bad_plugin_or_config() {
 }
 
 /// A `vigil serve` child and the address it reported.
-struct Server {
-    child: Child,
-    address: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
 }
 
 impl Drop for Server {
@@ -173,8 +173,16 @@ impl Drop for Server {
     }
 }
 
-fn start_server(extra_args: &[&str]) -> Server {
+/// Starts `vigil serve` on a free loopback port with `extra_args`, and
+/// waits until it says where it listens.
+pub(crate) fn start_server(extra_args: &[&str]) -> Server {
+    start_server_with_env(extra_args, &[])
+}
+
+/// [`start_server`] with environment variables for the child.
+pub(crate) fn start_server_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = match vigil()
+        .envs(env.iter().copied())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra_args)
         .stderr(Stdio::piped())

@@ -7,6 +7,7 @@ mod default_policy;
 mod determinism;
 mod example_policies;
 mod frame_events;
+mod fuzz;
 mod hostile_plugins;
 mod hot_swap;
 mod liveness;

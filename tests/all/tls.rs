@@ -205,6 +205,44 @@ async fn wss_works_and_a_certificate_reload_keeps_open_sessions() {
     shut_down(server).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_closed_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("{error}"),
+    };
+    write_certificate(dir.path());
+    let mut config = fast_config();
+    config.server.handshake_timeout_ms = 1_000;
+    config.server.tls = Some(TlsConfig {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    });
+    let server = start_host(config, DEFAULT_POLICY, "{}").await;
+    let mut stalled = match TcpStream::connect(server.address).await {
+        Ok(stream) => stream,
+        Err(error) => panic!("{error}"),
+    };
+    // The first bytes of a TLS record, then nothing.
+    let _ = stalled.write_all(&[0x16, 0x03, 0x01]).await;
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buffer)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    let metrics = server.host.metrics_text();
+    assert!(
+        metrics.contains(r#"vigil_connections_refused_total{reason="handshake-timeout"} 1"#),
+        "{metrics}"
+    );
+    shut_down(server).await;
+}
+
 #[tokio::test]
 async fn a_bad_certificate_file_stops_start_up_with_a_clear_error() {
     let dir = match tempfile::tempdir() {

@@ -208,6 +208,56 @@ mod tests {
         assert!(verifier.verify("not.a.jwt").is_err());
     }
 
+    /// Test-only key pairs (`host/tests/fixtures`, made with openssl).
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_with_the_public_key_file_alone() {
+        for (private, public, algorithm) in [
+            (
+                "jwt-rsa.key.pem",
+                "jwt-rsa.pub.pem",
+                jsonwebtoken::Algorithm::RS256,
+            ),
+            (
+                "jwt-ec.key.pem",
+                "jwt-ec.pub.pem",
+                jsonwebtoken::Algorithm::ES256,
+            ),
+        ] {
+            let pem = std::fs::read(fixture(private)).expect("fixture");
+            let key = match algorithm {
+                jsonwebtoken::Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                _ => EncodingKey::from_ec_pem(&pem),
+            }
+            .expect("a private key");
+            let claims = json!({"sub": "signed", "exp": in_an_hour()});
+            let token = encode(&Header::new(algorithm), &claims, &key).expect("encodes");
+            let config = AuthConfig {
+                jwt_public_key: Some(fixture(public)),
+                ..AuthConfig::default()
+            };
+            let verifier = JwtVerifier::from_config(&config)
+                .expect("loads")
+                .expect("configured");
+            assert_eq!(verifier.verify(&token).expect("verifies").subject, "signed");
+            // An HS256 token made with the public key as its secret (the
+            // classic algorithm confusion) does not verify.
+            let public_pem = std::fs::read(fixture(public)).expect("fixture");
+            let confused = encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(&public_pem),
+            )
+            .expect("encodes");
+            assert!(verifier.verify(&confused).is_err(), "{algorithm:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn no_random_string_verifies_and_none_panics(text in ".{0,400}") {
