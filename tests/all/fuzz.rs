@@ -214,7 +214,7 @@ async fn random_frames_from_many_connections_leave_the_host_serving_and_its_memo
     let seed = std::env::var("VIGIL_FUZZ_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| vigil::policy::clock::unix_ms_now());
+        .unwrap_or_else(vigil::policy::clock::unix_ms_now);
     let seconds: u64 = std::env::var("VIGIL_FUZZ_SECS")
         .ok()
         .and_then(|secs| secs.parse().ok())
