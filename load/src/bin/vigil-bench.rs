@@ -32,6 +32,11 @@ enum Command {
         /// Also write the raw results as JSON here.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Only these measurements (comma-separated: memory-cpu, detection,
+        /// fanout, churn, swap), for re-running some rows; the others'
+        /// tables come out empty.
+        #[arg(long, value_delimiter = ',', value_name = "ROWS")]
+        only: Vec<Row>,
     },
     /// Run Vigil itself (`vigil-bench host serve --config FILE`): how the
     /// suite starts the Vigil under test, with Vigil's own code.
@@ -40,6 +45,21 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// One measurement of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Row {
+    /// Idle memory and heartbeat CPU.
+    MemoryCpu,
+    /// Dead-client detection.
+    Detection,
+    /// Fan-out.
+    Fanout,
+    /// Churn.
+    Churn,
+    /// Hot swap.
+    Swap,
 }
 
 fn machine(paths: &Paths) -> Vec<(String, String)> {
@@ -128,7 +148,13 @@ fn swap_figures(paths: &Paths) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-async fn all(quick: bool, write: Option<PathBuf>, json: Option<PathBuf>) -> Result<()> {
+async fn all(
+    quick: bool,
+    write: Option<PathBuf>,
+    json: Option<PathBuf>,
+    only: &[Row],
+) -> Result<()> {
+    let wanted = |row: Row| only.is_empty() || only.contains(&row);
     let exe = std::env::current_exe().context("locating vigil-bench")?;
     let bin_dir = exe.parent().context("no binary directory")?;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -139,11 +165,27 @@ async fn all(quick: bool, write: Option<PathBuf>, json: Option<PathBuf>) -> Resu
         load: bin_dir.join("vigil-load"),
     };
     let scale = if quick { Scale::quick() } else { Scale::full() };
-    let (memory, cpu) = measure::memory_and_cpu(&paths, &scale).await?;
-    let detection = measure::detection(&paths, &scale).await?;
-    let fanout = measure::fanout(&paths, &scale).await?;
-    let churn = Some(measure::churn(&paths, &scale).await?);
-    let swap = if quick {
+    let (memory, cpu) = if wanted(Row::MemoryCpu) {
+        measure::memory_and_cpu(&paths, &scale).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let detection = if wanted(Row::Detection) {
+        measure::detection(&paths, &scale).await?
+    } else {
+        Vec::new()
+    };
+    let fanout = if wanted(Row::Fanout) {
+        measure::fanout(&paths, &scale).await?
+    } else {
+        Vec::new()
+    };
+    let churn = if wanted(Row::Churn) {
+        Some(measure::churn(&paths, &scale).await?)
+    } else {
+        None
+    };
+    let swap = if quick || !wanted(Row::Swap) {
         Vec::new()
     } else {
         swap_figures(&paths)?
@@ -189,9 +231,17 @@ fn main() -> Result<()> {
                 vigil::cli::Cli::try_parse_from(std::iter::once("vigil".to_owned()).chain(args))?;
             cli.run()
         }
-        Command::All { quick, write, json } => {
+        Command::All {
+            quick,
+            write,
+            json,
+            only,
+        } => {
+            if !only.is_empty() && write.is_some() {
+                anyhow::bail!("--only measures some rows; it cannot rewrite the whole figures block (--write)");
+            }
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(all(quick, write, json))
+            runtime.block_on(all(quick, write, json, &only))
         }
     }
 }
