@@ -27,6 +27,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 
+pub use crate::cluster::ClusterConfig;
 pub use crate::core::config::{
     AdminConfig, HostConfig, MonitorConfig, PolicyConfig, ServerConfig, SessionsConfig, TcpConfig,
     TierTiming, TiersConfig, TlsConfig,
@@ -56,6 +57,8 @@ pub struct VigilConfig {
     pub api: ApiConfig,
     /// How clients prove who they are.
     pub auth: AuthConfig,
+    /// Cluster mode over Redis (off without `redis_url`).
+    pub cluster: ClusterConfig,
     /// The OneBot v11 forward-WebSocket profile.
     pub onebot: OneBotConfig,
 }
@@ -96,6 +99,7 @@ impl VigilConfig {
         self.host().validate()?;
         self.api.validate()?;
         self.auth.validate()?;
+        self.cluster.validate()?;
         let listen = self.server.listen;
         if !listen.ip().is_loopback()
             && self.api.keys.is_empty()

@@ -11,6 +11,8 @@
 /// handle, behind one public API ([`SessionHost`]).
 pub mod core;
 
+/// Layer 2, cluster mode: nodes sharing one set of sessions over Redis.
+pub mod cluster;
 /// Layer 2, HTTP: the public API, the admin API, tokens, error answers.
 pub mod http;
 /// Layer 2, the profile seam: features that bring their own endpoints.

@@ -50,7 +50,7 @@ fn crate_sources() -> BTreeMap<String, String> {
 fn layer_of_module(module: &str) -> Option<u8> {
     match module {
         "core" => Some(1),
-        "http" | "profile" => Some(2),
+        "http" | "profile" | "cluster" => Some(2),
         "onebot" => Some(3),
         "config" | "startup" | "lib" | "main" => Some(4),
         _ => None,

@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod cluster;
 mod config;
 mod default_policy;
 mod determinism;

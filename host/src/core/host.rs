@@ -17,6 +17,7 @@ use crate::core::config::HostConfig;
 use crate::core::hub::{Hub, PublishReport, Target};
 use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
+use crate::core::observer::SessionObserver;
 use crate::core::session::queue::Enqueued;
 use crate::core::session::{task, Admitted, Endpoint, Session};
 use crate::core::tcp::ConnInfo;
@@ -202,6 +203,25 @@ impl SessionHost {
     /// The wasm engine candidates are compiled with.
     pub fn engine(&self) -> &PolicyEngine {
         &self.hub.engine
+    }
+
+    /// Installs the observer a cluster hears of this node's sessions
+    /// through, and starts ids above `id_base`; false if one was installed
+    /// already.
+    pub fn observe(&self, observer: Arc<dyn SessionObserver>, id_base: SessionId) -> bool {
+        self.hub.registry.start_ids_above(id_base);
+        self.hub.observer.set(observer).is_ok()
+    }
+
+    /// Every local session's id and identity, for re-registering them.
+    pub fn identities(&self) -> Vec<(SessionId, String, bool)> {
+        let mut found = Vec::new();
+        self.hub.registry.for_each(|session| {
+            if let Some(identity) = &session.identity {
+                found.push((session.id, identity.clone(), session.identity_proven));
+            }
+        });
+        found
     }
 
     /// The budget every connection's inbound meter draws on.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, SessionFacts, SessionId};
 
@@ -15,6 +15,7 @@ use crate::core::close_codes;
 use crate::core::config::HostConfig;
 use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
+use crate::core::observer::{OpenedSession, SessionObserver};
 use crate::core::registry::Registry;
 use crate::core::session::queue::{message_len, Enqueued};
 use crate::core::session::state::CloseRequest;
@@ -47,6 +48,8 @@ pub(crate) struct Hub {
     pub(crate) metrics: Metrics,
     /// Inbound bytes held in unfinished messages, all sessions together.
     pub(crate) inbound: Arc<InboundBudget>,
+    /// Told of sessions opening and leaving (cluster mode), once installed.
+    pub(crate) observer: std::sync::OnceLock<Arc<dyn SessionObserver>>,
     started: Instant,
     events: mpsc::Sender<Event>,
     event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
@@ -60,7 +63,7 @@ pub(crate) struct Hub {
 }
 
 /// What `POST /publish` did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishReport {
     /// Sessions the message was accepted for.
     pub delivered: u64,
@@ -99,6 +102,7 @@ impl Hub {
         Arc::new(Hub {
             registry: Registry::new(config.tiers),
             inbound: InboundBudget::new(config.server.inbound_budget_bytes),
+            observer: std::sync::OnceLock::new(),
             config,
             policy,
             engine,
@@ -177,6 +181,13 @@ impl Hub {
         if let Some(twin) = twin {
             self.evict(twin.id, "superseded", close_codes::NORMAL);
         }
+        if let Some(observer) = self.observer.get() {
+            observer.opened(&OpenedSession {
+                id: session.id,
+                identity: session.identity.clone(),
+                identity_proven: session.identity_proven,
+            });
+        }
         true
     }
 
@@ -222,6 +233,9 @@ impl Hub {
             session: session.id,
             reason: reason.to_owned(),
         });
+        if let Some(observer) = self.observer.get() {
+            observer.closed(session.id, session.identity.as_deref(), reason);
+        }
     }
 
     /// Called when a session's task is done with its connection.

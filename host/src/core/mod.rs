@@ -21,6 +21,8 @@ pub mod inbound;
 pub mod metrics;
 /// The "sessions grow while nothing comes in" alarm.
 mod monitor;
+/// The seam a cluster hears of this node's sessions through.
+pub mod observer;
 /// Swap, rollback, shadow and promotion of the running policy.
 mod policy_changes;
 /// Live sessions by id and by client identity, and their schedule.

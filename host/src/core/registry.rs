@@ -44,6 +44,13 @@ impl Registry {
         }
     }
 
+    /// Starts ids above `base`, so a node that restarts under the same name
+    /// never reuses an id of its earlier life (cluster mode: a late
+    /// message naming an old session cannot hit a new one).
+    pub fn start_ids_above(&self, base: SessionId) {
+        self.next_id.fetch_max(base, Ordering::Relaxed);
+    }
+
     /// A fresh id; ids are never reused while the process runs.
     pub fn next_id(&self) -> SessionId {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vigil_policy_runtime::FaultKind;
 
+use crate::cluster::node::parse_cluster_id;
+use crate::cluster::{ClusterNode, ClusterTarget};
 use crate::core::tcp::ConnInfo;
 use crate::core::{close_codes, EndpointSpec, SessionHost, SessionQuery, Target};
 use crate::http::auth::{require_control, ClientAuth, ControlAccess};
@@ -29,6 +31,7 @@ struct ApiState {
     host: SessionHost,
     profiles: Arc<[Arc<dyn Profile>]>,
     clients: ClientAuth,
+    cluster: Option<ClusterNode>,
 }
 
 /// The public routes over a running host, with each profile's merged in:
@@ -39,11 +42,13 @@ pub fn router(
     profiles: &[Arc<dyn Profile>],
     control: ControlAccess,
     clients: ClientAuth,
+    cluster: Option<ClusterNode>,
 ) -> Router {
     let state = ApiState {
         host: host.clone(),
         profiles: profiles.iter().cloned().collect(),
         clients,
+        cluster,
     };
     let control_routes = Router::new()
         .route("/publish", post(publish))
@@ -106,6 +111,37 @@ struct PublishRequest {
     data: Value,
 }
 
+/// A publish target across the cluster: ids may be `"<node>:<n>"` or a
+/// bare number (this node's).
+fn parse_cluster_target(to: Value, this_node: &str) -> Result<ClusterTarget, AppError> {
+    if let Value::Array(ids) = &to {
+        return ids
+            .iter()
+            .map(|id| {
+                let parsed = match id {
+                    Value::String(text) => parse_cluster_id(text, this_node),
+                    Value::Number(n) => n.as_u64().map(|n| (this_node, n)),
+                    _ => None,
+                };
+                parsed
+                    .map(|(node, id)| (node.to_owned(), id))
+                    .ok_or_else(|| {
+                        AppError::bad_request(
+                            r#"ids must be "<node>:<n>" strings (or numbers, for this node's sessions)"#,
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(ClusterTarget::Ids);
+    }
+    Ok(match parse_target(to)? {
+        Target::All => ClusterTarget::All,
+        Target::Identity(identity) => ClusterTarget::Identity(identity),
+        Target::Class(class) => ClusterTarget::Class(class),
+        Target::Ids(_) | Target::Profile(_) => ClusterTarget::All,
+    })
+}
+
 fn parse_target(to: Value) -> Result<Target, AppError> {
     let bad = || {
         AppError::bad_request(
@@ -131,10 +167,10 @@ fn parse_target(to: Value) -> Result<Target, AppError> {
 async fn publish(
     State(state): State<ApiState>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     let request: PublishRequest = serde_json::from_slice(&body)
         .map_err(|e| AppError::bad_request(format!("invalid publish request: {e}")))?;
-    let target = parse_target(request.to)?;
+    let to = request.to;
     let mut data = request.data;
     for profile in state.profiles.iter() {
         profile.on_publish(&mut data);
@@ -144,14 +180,29 @@ async fn publish(
         Value::String(text) => text,
         other => other.to_string(),
     };
+    if let Some(cluster) = &state.cluster {
+        let target = parse_cluster_target(to, cluster.node())?;
+        let report = cluster.publish(&target, text).await;
+        // Never a quiet 200: a node that could not be reached is named, and
+        // the status says the delivery is partial.
+        let status = if report.complete() {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        return Ok((status, Json(json!(report))).into_response());
+    }
+    let target = parse_target(to)?;
     let report = state.host.publish(&target, Message::Text(text.into()));
-    Ok(Json(json!(report)))
+    Ok(Json(json!(report)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
-    after: Option<u64>,
+    /// The last id of the previous page: a number, or `<node>:<n>` in
+    /// cluster mode.
+    after: Option<String>,
     class: Option<String>,
     tier: Option<String>,
 }
@@ -159,32 +210,76 @@ struct ListQuery {
 async fn list_sessions(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
-) -> Json<Value> {
-    let page = state.host.sessions(&SessionQuery {
+) -> Result<Json<Value>, AppError> {
+    let mut session_query = SessionQuery {
         class: query.class,
         tier: query.tier,
-        after: query.after,
+        after: None,
         limit: query.limit,
-    });
-    Json(json!(page))
+    };
+    if let Some(cluster) = &state.cluster {
+        let page = cluster
+            .sessions(&session_query, query.after.as_deref())
+            .await;
+        return Ok(Json(json!(page)));
+    }
+    session_query.after = query
+        .after
+        .map(|after| {
+            after
+                .parse()
+                .map_err(|_| AppError::bad_request("`after` must be a session id"))
+        })
+        .transpose()?;
+    Ok(Json(json!(state.host.sessions(&session_query))))
+}
+
+/// `<node>:<n>` (cluster mode) or `<n>`, as the node and the local id.
+fn session_address(state: &ApiState, id: &str) -> Result<(String, u64), AppError> {
+    let node = state.cluster.as_ref().map_or("", ClusterNode::node);
+    match parse_cluster_id(id, node) {
+        Some((owner, local)) if state.cluster.is_some() || owner == node => {
+            Ok((owner.to_owned(), local))
+        }
+        _ => Err(AppError::not_found(format!("no session {id}"))),
+    }
 }
 
 async fn get_session(
     State(state): State<ApiState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let session = state
-        .host
-        .session(id)
-        .ok_or_else(|| AppError::not_found(format!("no session {id}")))?;
-    Ok(Json(json!(session)))
+    let (node, local) = session_address(&state, &id)?;
+    let session = match &state.cluster {
+        Some(cluster) => cluster
+            .session(&node, local)
+            .await
+            .map_err(|why| AppError::new(StatusCode::BAD_GATEWAY, why))?,
+        None => state.host.session(local).map(|view| json!(view)),
+    };
+    session
+        .map(Json)
+        .ok_or_else(|| AppError::not_found(format!("no session {id}")))
 }
 
 async fn delete_session(
     State(state): State<ApiState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    if state.host.evict(id, "admin", close_codes::NORMAL) {
+    let (node, local) = session_address(&state, &id)?;
+    let evicted = match &state.cluster {
+        Some(cluster) => cluster
+            .evict(&node, local, "admin")
+            .await
+            .map_err(|why| AppError::new(StatusCode::BAD_GATEWAY, why))?,
+        None => state.host.evict(local, "admin", close_codes::NORMAL),
+    };
+    if evicted {
+        let id: Value = if state.cluster.is_some() {
+            json!(id)
+        } else {
+            json!(local)
+        };
         Ok(Json(json!({ "evicted": id })))
     } else {
         Err(AppError::not_found(format!("no session {id}")))
@@ -209,8 +304,27 @@ async fn healthz(State(state): State<ApiState>) -> Json<Value> {
         .map(|kind| (kind.as_str().to_owned(), json!(stats.faults(*kind))))
         .collect();
     let info = policy.info();
+    let degraded = state
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.broker_up());
+    let status = if state.host.is_shutting_down() {
+        "shutting-down"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let cluster = state.cluster.as_ref().map(|cluster| {
+        json!({
+            "node": cluster.node(),
+            "broker": if cluster.broker_up() { "up" } else { "down" },
+            "nodes": cluster.nodes(),
+        })
+    });
     Json(json!({
-        "status": if state.host.is_shutting_down() { "shutting-down" } else { "ok" },
+        "status": status,
+        "cluster": cluster,
         "sessions": state.host.session_count(),
         "policy": {
             "name": &*info.name,
@@ -290,7 +404,7 @@ mod tests {
             let parsed: ListQuery = serde_urlencoded::from_str(&query)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(parsed.limit, Some(limit));
-            prop_assert_eq!(parsed.after, Some(after));
+            prop_assert_eq!(parsed.after, Some(after.to_string()));
             prop_assert_eq!(parsed.class, Some(class));
             prop_assert_eq!(parsed.tier.as_deref(), Some("fast"));
         }

@@ -82,6 +82,12 @@ pub struct ServeArgs {
     /// The TLS private key (PEM); needs --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Cluster mode: the Redis every node shares (`redis://127.0.0.1:6379`).
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Cluster mode: this node's name [default: generated].
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
     /// Address of the admin API (policy swap, rollback, shadow) [default: 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -283,6 +289,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.server.tls = Some(crate::config::TlsConfig { cert, key });
+    }
+    if let Some(url) = args.redis_url {
+        config.cluster.redis_url = Some(url);
+    }
+    if let Some(node) = args.node_id {
+        config.cluster.node_id = Some(node);
     }
     if let Some(listen) = args.admin_listen {
         config.admin.listen = listen;

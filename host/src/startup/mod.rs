@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch as signal};
 use vigil_policy_runtime::scenarios::{self, CheckReport};
 use vigil_policy_runtime::{PluginSource, PolicyEngine, PolicyHandle, Sandbox, Supervisor};
 
+use crate::cluster::{ClusterMetrics, ClusterNode};
 use crate::config::VigilConfig;
 use crate::core::metrics::Metrics;
 use crate::core::SessionHost;
@@ -108,13 +109,17 @@ impl VigilBuilder {
         let policy = PolicyHandle::spawn(supervisor).context("starting the policy thread")?;
 
         let profiles = build_profiles(&config)?;
+        let cluster_metrics = ClusterMetrics::default();
         let metrics = Metrics::new(|registry| {
             for profile in &profiles {
                 profile.register_metrics(registry);
             }
+            if config.cluster.redis_url.is_some() {
+                cluster_metrics.register(registry);
+            }
         });
         let host = SessionHost::new(config.host(), engine, policy, metrics);
-        serve_host(listener, host, profiles, &config)
+        serve_host(listener, host, profiles, cluster_metrics, &config)
     }
 
     /// [`Self::start`], then serves until `shutdown` completes, then shuts
@@ -199,10 +204,20 @@ fn serve_host(
     listener: TcpListener,
     host: SessionHost,
     profiles: Vec<Arc<dyn Profile>>,
+    cluster_metrics: ClusterMetrics,
     config: &VigilConfig,
 ) -> anyhow::Result<RunningServer> {
     let address = listener.local_addr().context("reading the bound address")?;
     let (stop, stopped) = signal::channel(false);
+    let cluster = match &config.cluster.redis_url {
+        Some(_) => Some(ClusterNode::start(
+            &config.cluster,
+            host.clone(),
+            cluster_metrics,
+            stopped.clone(),
+        )?),
+        None => None,
+    };
     let admin_address = match &config.admin.token {
         Some(token) => Some(start_admin(&host, config, token, stopped.clone())?),
         None => {
@@ -235,7 +250,7 @@ fn serve_host(
         .map(TlsReloader::load)
         .transpose()?;
     let tls_watch = tls.as_ref().map(TlsReloader::watch).transpose()?;
-    let app = crate::http::api::router(host.clone(), &profiles, control, clients);
+    let app = crate::http::api::router(host.clone(), &profiles, control, clients, cluster.clone());
     let server = crate::http::serve::serve(
         listener,
         app,
@@ -276,6 +291,7 @@ fn serve_host(
     Ok(RunningServer {
         address,
         admin_address,
+        cluster,
         policy_watch,
         _tls_watch: tls_watch,
         host,
@@ -340,6 +356,8 @@ pub struct RunningServer {
     pub admin_address: Option<SocketAddr>,
     /// The session host, for tests and embedding.
     pub host: SessionHost,
+    /// This node's cluster membership, in cluster mode.
+    pub cluster: Option<ClusterNode>,
     stop: signal::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<(u64, usize)>>,
     policy_watch: Option<watch::PolicyWatch>,
