@@ -14,6 +14,7 @@
 //! - [`supervisor`]: faults, fallback verdicts, re-instantiation, disabling.
 //! - [`worker`]: the thread that owns the plugins, and its async handle;
 //!   swaps, rollback and shadow happen there, between batches.
+//! - [`thread`]: guest work on a plain thread, awaited from async code.
 //! - [`swap`]: validating a candidate before it may replace the running one.
 //! - [`shadow`]: running a candidate beside the active policy and comparing.
 //! - [`scenarios`]: the built-in table behind `vigil policy check`.
@@ -31,6 +32,7 @@ pub mod scenarios;
 pub mod shadow;
 pub mod supervisor;
 pub mod swap;
+pub mod thread;
 pub mod worker;
 
 /// The plugin-facing types, shared with plugins written in Rust.

@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use vigil_policy_sdk::SessionFacts;
 
 use super::contract::{self, ContractViolation};
@@ -102,21 +101,9 @@ pub async fn validate_off_runtime(
     now_ms: u64,
     snapshot: Vec<SessionFacts>,
 ) -> Result<Validated, RejectedCandidate> {
-    let (reply, answer) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("vigil-validate".to_owned())
-        .spawn(move || {
-            let _ = reply.send(validate(
-                &engine,
-                &source,
-                &config_json,
-                limits,
-                now_ms,
-                &snapshot,
-            ));
-        })
-        .map_err(|e| RejectedCandidate::Internal(e.to_string()))?;
-    answer
-        .await
-        .map_err(|_| RejectedCandidate::Internal("the validation thread died".to_owned()))?
+    crate::thread::on_own_thread("vigil-validate", move || {
+        validate(&engine, &source, &config_json, limits, now_ms, &snapshot)
+    })
+    .await
+    .map_err(|gone| RejectedCandidate::Internal(gone.to_string()))?
 }

@@ -152,14 +152,9 @@ impl SessionObserver for Observer {
 /// What a cross-node publish reached.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterPublish {
-    /// Sessions the message was accepted for, all nodes together.
-    pub delivered: u64,
-    /// Of those, behind a backlog.
-    pub queued: u64,
-    /// Dropped at a full queue.
-    pub dropped: u64,
-    /// Found closing.
-    pub evicted: u64,
+    /// The counts, all nodes together.
+    #[serde(flatten)]
+    pub report: PublishReport,
     /// Nodes that answered, this one included.
     pub nodes: usize,
     /// Nodes that should have answered and did not.
@@ -170,13 +165,6 @@ pub struct ClusterPublish {
 }
 
 impl ClusterPublish {
-    fn add(&mut self, report: &PublishReport) {
-        self.delivered += report.delivered;
-        self.queued += report.queued;
-        self.dropped += report.dropped;
-        self.evicted += report.evicted;
-    }
-
     /// Whether every node that should have been reached was.
     pub fn complete(&self) -> bool {
         self.error.is_none() && self.unreachable.is_empty()
@@ -270,10 +258,7 @@ impl ClusterNode {
     pub async fn publish(&self, target: &ClusterTarget, data: String) -> ClusterPublish {
         let shared = &self.shared;
         let mut result = ClusterPublish {
-            delivered: 0,
-            queued: 0,
-            dropped: 0,
-            evicted: 0,
+            report: PublishReport::default(),
             nodes: 1,
             unreachable: Vec::new(),
             error: None,
@@ -315,7 +300,7 @@ impl ClusterNode {
             }
         };
         if let Some(local) = local {
-            result.add(
+            result.report.add(
                 &shared
                     .host
                     .publish(&local, Message::Text(data.clone().into())),
@@ -334,7 +319,7 @@ impl ClusterNode {
                     for node in &nodes {
                         match answers.get(node) {
                             Some(Reply::Published { report }) => {
-                                result.add(report);
+                                result.report.add(report);
                                 result.nodes += 1;
                             }
                             _ => result.unreachable.push(node.clone()),
@@ -439,7 +424,7 @@ impl ClusterNode {
                 .inc_by(page.unreachable.len() as u64);
         }
         sessions.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
-        page.nodes += usize::from(true);
+        page.nodes += 1; // this node
         page.sessions = sessions
             .into_iter()
             .take(limit)

@@ -75,6 +75,16 @@ pub struct PublishReport {
     pub evicted: u64,
 }
 
+impl PublishReport {
+    /// Adds another node's (or round's) counts to these.
+    pub fn add(&mut self, other: &PublishReport) {
+        self.delivered += other.delivered;
+        self.queued += other.queued;
+        self.dropped += other.dropped;
+        self.evicted += other.evicted;
+    }
+}
+
 /// Whom to publish to.
 #[derive(Debug, Clone)]
 pub enum Target {

@@ -138,7 +138,13 @@ fn parse_cluster_target(to: Value, this_node: &str) -> Result<ClusterTarget, App
         Target::All => ClusterTarget::All,
         Target::Identity(identity) => ClusterTarget::Identity(identity),
         Target::Class(class) => ClusterTarget::Class(class),
-        Target::Ids(_) | Target::Profile(_) => ClusterTarget::All,
+        Target::Ids(ids) => ClusterTarget::Ids(
+            ids.into_iter()
+                .map(|id| (this_node.to_owned(), id))
+                .collect(),
+        ),
+        // A profile's own target is never a publish body's.
+        Target::Profile(_) => return Err(AppError::bad_request("no such target")),
     })
 }
 

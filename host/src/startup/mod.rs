@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch as signal};
+use tokio::sync::watch as signal;
 use vigil_policy_runtime::scenarios::{self, CheckReport};
 use vigil_policy_runtime::{PluginSource, PolicyEngine, PolicyHandle, Sandbox, Supervisor};
 
@@ -173,17 +173,11 @@ async fn load_checked_off_runtime(
     config_json: String,
     config: &VigilConfig,
 ) -> anyhow::Result<(Sandbox, CheckReport)> {
-    let (reply, answer) = oneshot::channel();
     let config = config.clone();
-    std::thread::Builder::new()
-        .name("vigil-load".to_owned())
-        .spawn(move || {
-            let _ = reply.send(load_checked(&engine, &source, &config_json, &config));
-        })
-        .context("starting the plugin-loading thread")?;
-    answer
-        .await
-        .context("the plugin-loading thread stopped without an answer")?
+    vigil_policy_runtime::thread::on_own_thread("vigil-load", move || {
+        load_checked(&engine, &source, &config_json, &config)
+    })
+    .await?
 }
 
 /// Every profile the configuration enables.
