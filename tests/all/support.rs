@@ -142,18 +142,25 @@ pub async fn http_bytes(
         Ok(Err(error)) => panic!("cannot read response: {error}"),
         Err(_) => panic!("no response to {method} {path} within 10 s"),
     }
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let text = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    HttpResponse { status, json, text }
+    HttpResponse::parse(&raw)
+}
+
+impl HttpResponse {
+    /// A raw HTTP/1.1 response read to its end: status line, headers, body.
+    pub fn parse(raw: &[u8]) -> HttpResponse {
+        let raw = String::from_utf8_lossy(raw);
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let text = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        HttpResponse { status, json, text }
+    }
 }
 
 /// Live sessions as `GET /sessions` counts them.
@@ -378,11 +385,7 @@ pub async fn raw_status(address: SocketAddr, request: &str) -> u16 {
         Ok(Err(_)) => 0,
         Err(_) => panic!("no response to a raw request within 5 s"),
     };
-    let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    HttpResponse::parse(&buffer[..n]).status
 }
 
 /// The first lines of a WebSocket upgrade request for `path`, without the

@@ -86,17 +86,8 @@ async fn https(
     }
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut raw)).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let response = crate::support::HttpResponse::parse(&raw);
+    (response.status, response.text)
 }
 
 /// Connects over `wss://` trusting only `trusted`; the session and the
