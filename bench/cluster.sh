@@ -14,7 +14,12 @@
 #      across nodes; Redis CPU during the cross-node round;
 #   3. RSS per idle session, cluster mode on and off;
 #   4. time for a survivor to drop a kill -9'd node holding N sessions;
-#   5. time for the cluster to be whole again after Redis restarts empty.
+#   5. time for the cluster to be whole again after Redis restarts empty,
+#      with N sessions on node b that each hold an identity: until node a
+#      lists them all and is healthy, and until Redis holds all N
+#      identities again;
+#   6. cluster-wide listing with N sessions on each of two nodes: the
+#      count alone, the first page, and every page of 1 000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
@@ -120,19 +125,58 @@ done
 echo "figure: a kill -9'd node with $N sessions was declared dead, and its sessions gone from the survivor's listing, in $(( $(now_ms) - started )) ms"
 kill "$HOLD" 2>/dev/null || true
 
-# 5. Redis restarted empty: how long until the listing is whole again.
+# 5. Redis restarted empty: how long until the listing is whole again, and
+# until every identity is re-registered.
 B_PID=$(start_node b "$B_PORT")
 PIDS+=("$B_PID")
-target/release/vigil-load idle --host "$B" --sessions "$N" --hold-secs 60 > /dev/null 2>&1 &
+for _ in $(seq 100); do [ "$(cluster_nodes "$A")" = 2 ] && break; sleep 0.1; done
+target/release/vigil-load idle --host "$B" --sessions "$N" --hold-secs 120 --identity-prefix bot > /dev/null 2>&1 &
 HOLD=$!
 wait_count "$A" "$N" 60
+identities() { redis-cli -p "$REDIS_PORT" EVAL "return #redis.call('KEYS', ARGV[1])" 0 'vigil:identity:*' 2>/dev/null || echo 0; }
+for _ in $(seq 200); do [ "$(identities)" = "$N" ] && break; sleep 0.05; done
+echo "figure: identities registered before the restart: $(identities) of $N"
 kill -9 "$REDIS"
 sleep 3
 started=$(now_ms)
 start_redis
-for _ in $(seq 400); do
-    [ "$(count "$A")" = "$N" ] && [ "$(curl -s "http://$A/healthz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')" = ok ] && break
+listed_at=""; registered_at=""
+for _ in $(seq 600); do
+    if [ -z "$listed_at" ] && [ "$(count "$A")" = "$N" ] && [ "$(curl -s "http://$A/healthz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')" = ok ]; then
+        listed_at=$(( $(now_ms) - started ))
+    fi
+    if [ -z "$registered_at" ] && [ "$(identities)" = "$N" ]; then
+        registered_at=$(( $(now_ms) - started ))
+    fi
+    [ -n "$listed_at" ] && [ -n "$registered_at" ] && break
     sleep 0.05
 done
-echo "figure: after Redis restarted empty, node a listed all $N sessions of node b again and was healthy in $(( $(now_ms) - started )) ms"
-kill "$HOLD" 2>/dev/null || true
+echo "figure: after Redis restarted empty, node a listed all $N sessions of node b again and was healthy in ${listed_at:-(not within 30 s)} ms"
+echo "figure: after Redis restarted empty, all $N identities held on node b were registered again in ${registered_at:-(not within 30 s)} ms"
+
+# 6. Listing with N sessions on each of two nodes (still held on b).
+target/release/vigil-load idle --host "$A" --sessions "$N" --hold-secs 120 --source-block 20 > /dev/null 2>&1 &
+HOLD_A=$!
+wait_count "$A" $(( 2 * N )) 60
+median_ms() { sort -n | awk '{v[NR]=$1} END {printf "%.1f", v[int((NR+1)/2)] * 1000}'; }
+for _ in 1 2 3 4 5; do curl -s -o /dev/null -w '%{time_total}\n' "http://$A/sessions?limit=0"; done | median_ms > "$WORK/count.ms"
+for _ in 1 2 3 4 5; do curl -s -o /dev/null -w '%{time_total}\n' "http://$A/sessions?limit=100"; done | median_ms > "$WORK/page.ms"
+page_all() {
+    python3 - "$A" <<'PY'
+import json, sys, time, urllib.request
+address = sys.argv[1]
+started = time.monotonic()
+after, seen, pages = None, 0, 0
+while True:
+    url = f"http://{address}/sessions?limit=1000" + (f"&after={after}" if after else "")
+    page = json.load(urllib.request.urlopen(url))
+    pages += 1
+    seen += len(page["sessions"])
+    if not page["sessions"] or page.get("unreachable"):
+        break
+    after = page["sessions"][-1]["id"]
+print(f"{(time.monotonic() - started) * 1000:.0f} ms for {seen} sessions in {pages} requests")
+PY
+}
+echo "figure: listing $(( 2 * N )) sessions over two nodes, asked on a: count alone $(cat "$WORK/count.ms") ms, first page of 100 $(cat "$WORK/page.ms") ms (medians of 5); every page of 1 000: $(page_all)"
+kill "$HOLD" "$HOLD_A" 2>/dev/null || true

@@ -65,6 +65,9 @@ enum Mode {
         /// Messages each session sends per second (0: idle).
         #[arg(long, default_value_t = 0.0)]
         sends_per_sec: f64,
+        /// Each session claims the identity PREFIX-N.
+        #[arg(long, value_name = "PREFIX")]
+        identity_prefix: Option<String>,
     },
     /// Broadcast to N sessions: a back-to-back round (delivery rate) and a
     /// paced round (latency).
@@ -137,6 +140,7 @@ async fn main() -> Result<()> {
             source_block,
             ignore_pings,
             sends_per_sec,
+            identity_prefix,
         } => {
             let behaviour = idle::Behaviour {
                 read: !ignore_pings,
@@ -155,6 +159,7 @@ async fn main() -> Result<()> {
                 concurrency,
                 per_second: rate,
                 first_block: source_block.clamp(2, 250),
+                identity_prefix,
             };
             idle::run(
                 &server.target()?,

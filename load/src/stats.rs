@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// p50/p90/p99/max of a set of durations, in ms; `None` when there were
+/// p50/p90/p99/p99.9/max of a set of durations, in ms; `None` when there were
 /// none (so "nothing measured" can never read as 0 ms).
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default)]
 pub struct Percentiles {
@@ -16,6 +16,8 @@ pub struct Percentiles {
     pub p90: Option<f64>,
     /// 99th percentile, ms.
     pub p99: Option<f64>,
+    /// 99.9th percentile, ms (the largest below 1 000 values).
+    pub p999: Option<f64>,
     /// Largest, ms.
     pub max: Option<f64>,
 }
@@ -38,6 +40,7 @@ impl Percentiles {
             p50: percentile_ms(values, 0.5),
             p90: percentile_ms(values, 0.9),
             p99: percentile_ms(values, 0.99),
+            p999: percentile_ms(values, 0.999),
             max: percentile_ms(values, 1.0),
         }
     }

@@ -511,3 +511,246 @@ async fn a_frozen_node_is_declared_dead_and_rejoins_without_double_counting() {
     let to_gina = publish(a, r#"{"to": {"identity": "gina"}, "data": "welcome back"}"#).await;
     assert_eq!(to_gina.json["delivered"], 1, "{}", to_gina.text);
 }
+
+/// A node whose configuration file is `toml`; the directory holding it
+/// lives as long as the node is needed.
+fn node_with_config(
+    redis: &Redis,
+    name: &str,
+    toml: &str,
+    extra: &[&str],
+) -> (Server, SocketAddr, tempfile::TempDir) {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("{error}"),
+    };
+    let path = dir.path().join("vigil.toml");
+    if let Err(error) = std::fs::write(&path, toml) {
+        panic!("cannot write {}: {error}", path.display());
+    }
+    let Some(path) = path.to_str() else {
+        panic!("a temporary path that is not UTF-8")
+    };
+    let url = redis.url();
+    let mut args = vec!["--config", path, "--redis-url", &url, "--node-id", name];
+    args.extend(extra);
+    let server = start_server(&args);
+    let address = match server.address.parse() {
+        Ok(address) => address,
+        Err(error) => panic!("bad address {}: {error}", server.address),
+    };
+    (server, address, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onebot_events_published_on_one_node_reach_bots_on_every_node_and_heartbeats_stay_local() {
+    use crate::onebot::{connect, SELF_ID, TOKEN};
+    let redis = Redis::start();
+    let self_id = SELF_ID.to_string();
+    let onebot = [
+        "--onebot-self-id",
+        self_id.as_str(),
+        "--onebot-heartbeat-ms",
+        "200",
+        "--onebot-access-token",
+        TOKEN,
+    ];
+    let (_a, a, _dir_a) = node_with_config(&redis, "a", "", &onebot);
+    let (_b, b, _dir_b) = node_with_config(&redis, "b", "", &onebot);
+    assert!(cluster_formed(a, 2).await && cluster_formed(b, 2).await);
+    let connected = Instant::now();
+    let mut bots = [connect(a, "/").await, connect(b, "/").await];
+    for bot in &mut bots {
+        let first = bot.next_json(Duration::from_secs(2)).await;
+        assert_eq!(
+            first.as_ref().map(|event| &event["meta_event_type"]),
+            Some(&Value::from("lifecycle")),
+            "{first:?}"
+        );
+    }
+    assert!(wait_until(Duration::from_secs(5), || async {
+        sessions_listed(a).await == 2
+    })
+    .await
+    .is_some());
+
+    let event = r#"{"to": {"class": "onebot"}, "data": {"post_type": "notice", "notice_type": "cluster", "n": 1}}"#;
+    let published = publish(a, event).await;
+    assert_eq!(published.status, 200, "{}", published.text);
+    assert_eq!(published.json["delivered"], 2, "{}", published.text);
+    assert_eq!(published.json["nodes"], 2, "{}", published.text);
+    // Everything each bot was sent since it connected (the socket kept what
+    // was not read yet), read from both at once.
+    let [bot_a, bot_b] = &mut bots;
+    let (events_a, events_b) = tokio::join!(
+        bot_a.events_within(Duration::from_millis(1_000)),
+        bot_b.events_within(Duration::from_millis(1_000))
+    );
+    let seconds = connected.elapsed().as_secs_f64();
+    for (events, node) in [(events_a, "a"), (events_b, "b")] {
+        let notices: Vec<&Value> = events
+            .iter()
+            .filter(|event| event["post_type"] == "notice")
+            .collect();
+        assert_eq!(notices.len(), 1, "on node {node}, exactly once: {events:?}");
+        assert_eq!(notices[0]["notice_type"], "cluster");
+        assert_eq!(
+            notices[0]["self_id"], SELF_ID,
+            "completed as OneBot requires"
+        );
+        assert!(notices[0]["time"].is_i64(), "{}", notices[0]);
+        // Heartbeats come from the bot's own node only: five a second at
+        // 200 ms, not ten.
+        let beats = events
+            .iter()
+            .filter(|event| event["meta_event_type"] == "heartbeat")
+            .count();
+        let per_second = beats as f64 / seconds;
+        assert!(
+            (2.5..=7.0).contains(&per_second),
+            "on node {node}: {beats} heartbeats in {seconds:.1} s at a 200 ms interval"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_proven_on_one_node_cannot_be_taken_by_an_unproven_claim_on_another() {
+    use crate::security::{token_for, ws_connect, CLIENT_TOKEN, JWT_SECRET};
+    let redis = Redis::start();
+    let config = format!(
+        "[server]\naccess_token = \"{CLIENT_TOKEN}\"\n[auth]\njwt_secret = \"{JWT_SECRET}\"\nallow_anonymous_identity = true\n"
+    );
+    let (_a, a, _dir_a) = node_with_config(&redis, "a", &config, &[]);
+    let (_b, b, _dir_b) = node_with_config(&redis, "b", &config, &[]);
+    assert!(cluster_formed(a, 2).await && cluster_formed(b, 2).await);
+
+    let victim = ws_connect(a, "", Some(&token_for("alice"))).await;
+    let Ok(mut victim) = victim else {
+        panic!(
+            "the proven client was refused: {victim:?}",
+            victim = victim.err()
+        )
+    };
+    assert!(wait_until(Duration::from_secs(5), || async {
+        identities_listed(b, "alice").await == 1
+    })
+    .await
+    .is_some());
+    for round in 0..5 {
+        let claimed = ws_connect(b, "?client_id=alice", Some(CLIENT_TOKEN)).await;
+        assert_eq!(
+            claimed.err(),
+            Some(409),
+            "round {round}: an unproven claim on b"
+        );
+    }
+    let still_open = tokio::time::timeout(Duration::from_millis(300), victim.next()).await;
+    assert!(
+        still_open.is_err(),
+        "the proven session was touched: {still_open:?}"
+    );
+    assert_eq!(identities_listed(a, "alice").await, 1);
+
+    // A proven reconnect on the other node still supersedes it.
+    let moved = ws_connect(b, "", Some(&token_for("alice"))).await;
+    assert!(moved.is_ok(), "a proven reconnect on b: {:?}", moved.err());
+    let closed = tokio::time::timeout(Duration::from_secs(5), victim.next()).await;
+    assert!(
+        matches!(closed, Ok(Some(Ok(Message::Close(Some(ref frame))))) if frame.reason == "superseded"),
+        "{closed:?}"
+    );
+
+    // Races: a proven and an unproven claim at once, on two nodes. The
+    // proven one is the session left, whichever lands first.
+    for round in 0..20 {
+        let identity = format!("contested-{round}");
+        let token = token_for(&identity);
+        let query = format!("?client_id={identity}");
+        let (proven, claimed) = tokio::join!(
+            ws_connect(a, "", Some(&token)),
+            ws_connect(b, &query, Some(CLIENT_TOKEN))
+        );
+        let Ok(mut proven) = proven else {
+            panic!(
+                "round {round}: the proven claim was refused: {:?}",
+                proven.err()
+            )
+        };
+        let mut claimed = claimed.ok();
+        let settled = wait_until(Duration::from_secs(5), || async {
+            identities_listed(b, &identity).await == 1 && identities_listed(a, &identity).await == 1
+        })
+        .await;
+        assert!(settled.is_some(), "round {round}: {}", listing(a).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let proven_next = tokio::time::timeout(Duration::from_millis(50), proven.next()).await;
+        assert!(
+            proven_next.is_err(),
+            "round {round}: the proven session closed: {proven_next:?}"
+        );
+        if let Some(claimed) = &mut claimed {
+            let next = tokio::time::timeout(Duration::from_secs(2), claimed.next()).await;
+            assert!(
+                matches!(
+                    next,
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_)))
+                ),
+                "round {round}: the unproven session stayed open: {next:?}"
+            );
+        }
+        let holder = listing(a).await["sessions"].as_array().and_then(|all| {
+            all.iter()
+                .find(|s| s["identity"] == identity.as_str())
+                .cloned()
+        });
+        assert_eq!(
+            holder.as_ref().map(|s| s["node"].clone()),
+            Some(Value::from("a")),
+            "round {round}: {holder:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_growth_alarm_sees_the_whole_cluster() {
+    let redis = Redis::start();
+    // Sessions piling up on b alone: a, holding none, raises the cluster
+    // alarm from b's heartbeat, and its own alarm stays off.
+    let config = "[monitor]\nwindow_ms = 2000\ngrowth_threshold = 5\n";
+    let (_a, a, _dir_a) = node_with_config(&redis, "a", config, &[]);
+    let (_b, b, _dir_b) = node_with_config(&redis, "b", config, &[]);
+    assert!(cluster_formed(a, 2).await && cluster_formed(b, 2).await);
+    let metrics = |address| async move { http(address, "GET", "/metrics", None, None).await.text };
+    let before = metrics(a).await;
+    assert_eq!(
+        crate::support::metric(&before, "vigil_cluster_suspect_session_growth"),
+        0.0
+    );
+    let mut idle = Vec::new();
+    let mut raised = None;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        if let Ok((socket, _)) = tokio_tungstenite::connect_async(format!("ws://{b}/ws")).await {
+            idle.push(socket);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let text = metrics(a).await;
+        if crate::support::metric(&text, "vigil_cluster_suspect_session_growth") == 1.0 {
+            raised = Some(text);
+            break;
+        }
+    }
+    let Some(text) = raised else {
+        panic!(
+            "no cluster alarm on a after {} idle sessions on b:\n{}",
+            idle.len(),
+            metrics(a).await
+        )
+    };
+    assert_eq!(
+        crate::support::metric(&text, "vigil_suspect_session_growth"),
+        0.0
+    );
+    assert!(crate::support::metric(&text, "vigil_cluster_sessions") >= 5.0);
+    assert_eq!(crate::support::metric(&text, "vigil_sessions_active"), 0.0);
+}

@@ -20,8 +20,8 @@ use crate::support::{
     WsClient,
 };
 
-const SELF_ID: i64 = 3_651_396_264;
-const TOKEN: &str = "onebot-t0ken";
+pub(crate) const SELF_ID: i64 = 3_651_396_264;
+pub(crate) const TOKEN: &str = "onebot-t0ken";
 
 /// [`fast_config`] with the OneBot profile on: 200 ms heartbeats, a token,
 /// and the default tiers' ping timings, since the in-process clients only
@@ -38,7 +38,7 @@ fn onebot_config() -> VigilConfig {
 }
 
 /// A OneBot client inside the test.
-struct Bot {
+pub(crate) struct Bot {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
@@ -54,7 +54,7 @@ async fn try_connect(address: SocketAddr, path: &str, token: Option<&str>) -> Re
     Ok(Bot { socket })
 }
 
-async fn connect(address: SocketAddr, path: &str) -> Bot {
+pub(crate) async fn connect(address: SocketAddr, path: &str) -> Bot {
     match try_connect(address, path, Some(TOKEN)).await {
         Ok(bot) => bot,
         Err(error) => panic!("cannot connect to {path}: {error}"),
@@ -63,7 +63,7 @@ async fn connect(address: SocketAddr, path: &str) -> Bot {
 
 impl Bot {
     /// The next JSON text frame within `limit`.
-    async fn next_json(&mut self, limit: Duration) -> Option<Value> {
+    pub(crate) async fn next_json(&mut self, limit: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.socket.next())
@@ -110,7 +110,7 @@ impl Bot {
     }
 
     /// Events (frames with `post_type`) of `kind` seen within `limit`.
-    async fn events_within(&mut self, limit: Duration) -> Vec<Value> {
+    pub(crate) async fn events_within(&mut self, limit: Duration) -> Vec<Value> {
         let deadline = Instant::now() + limit;
         let mut events = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {

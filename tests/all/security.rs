@@ -37,9 +37,9 @@ async fn sessions_become_with_key(address: SocketAddr, expected: u64, limit: Dur
     .is_some()
 }
 
-const CLIENT_TOKEN: &str = "client-t0ken";
+pub(crate) const CLIENT_TOKEN: &str = "client-t0ken";
 const API_KEY: &str = "api-key-0123456789abcdef";
-const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+pub(crate) const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
 
 fn unix_now() -> u64 {
     vigil::policy::clock::unix_ms_now() / 1_000
@@ -58,7 +58,7 @@ fn jwt(claims: Value, secret: &str) -> String {
 }
 
 /// A valid token for `sub`, an hour long.
-fn token_for(sub: &str) -> String {
+pub(crate) fn token_for(sub: &str) -> String {
     jwt(json!({"sub": sub, "exp": unix_now() + 3_600}), JWT_SECRET)
 }
 
@@ -73,7 +73,7 @@ fn secured_config() -> VigilConfig {
 
 /// Opens a WebSocket with optional bearer token and query; the session's
 /// socket, or the HTTP status it was refused with.
-async fn ws_connect(
+pub(crate) async fn ws_connect(
     address: SocketAddr,
     query: &str,
     bearer: Option<&str>,

@@ -4,9 +4,11 @@
 //! across nodes.
 //!
 //! Redis holds only what must be shared and can be rebuilt: each node's
-//! heartbeat (a key that expires), and each identity's holder (`SET … GET`,
-//! so concurrent claims are ordered and the later one supersedes the
-//! earlier). Sessions themselves are listed by asking the live nodes, so a
+//! heartbeat (a key that expires), and each identity's holder, claimed by
+//! one script (so concurrent claims are ordered and the later one
+//! supersedes the earlier, unless the earlier was proven by a token and the
+//! later was not: then the later is refused, on every node, as it is on
+//! one). Sessions themselves are listed by asking the live nodes, so a
 //! dead node's sessions leave the listing as soon as its heartbeat does, and
 //! nothing goes stale. When Redis comes back (emptied or not), every node
 //! re-writes its heartbeat and identities within a second and resubscribes.
@@ -31,6 +33,7 @@ use vigil_policy_runtime::SessionId;
 
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::wire::{Envelope, Reply, Request, WireTarget};
+use crate::core::monitor::GrowthWindow;
 use crate::core::observer::{OpenedSession, SessionObserver};
 use crate::core::{close_codes, PublishReport, SessionHost, SessionQuery, Target};
 
@@ -50,6 +53,7 @@ pub struct ClusterMetrics {
     broker_up: Gauge,
     nodes: Gauge,
     cluster_sessions: Gauge,
+    cluster_suspect_growth: Gauge,
     unreachable: Counter,
     resyncs: Counter,
 }
@@ -71,6 +75,11 @@ impl ClusterMetrics {
             "vigil_cluster_sessions",
             "Sessions on all live nodes, from their heartbeats",
             self.cluster_sessions.clone(),
+        );
+        registry.register(
+            "vigil_cluster_suspect_session_growth",
+            "1 while the cluster's session count grew by [monitor] growth_threshold within a window with no application traffic on any node",
+            self.cluster_suspect_growth.clone(),
         );
         registry.register(
             "vigil_cluster_unreachable",
@@ -109,6 +118,8 @@ struct Shared {
     probe_seq: AtomicU64,
     /// Changes were lost (buffer full, Redis down): reconcile everything.
     resync: AtomicBool,
+    /// The growth alarm over the whole cluster's counts.
+    cluster_growth: Mutex<GrowthWindow>,
     metrics: ClusterMetrics,
 }
 
@@ -217,6 +228,13 @@ impl ClusterNode {
             last_probe_back: Mutex::new(None),
             probe_seq: AtomicU64::new(0),
             resync: AtomicBool::new(true),
+            cluster_growth: Mutex::new(GrowthWindow::new(
+                Duration::from_millis(host.config().monitor.window_ms),
+                host.config().monitor.growth_threshold,
+                Instant::now(),
+                host.session_count() as u64,
+                host.app_frames(),
+            )),
             metrics,
         });
         // Ids from this start on are above any of an earlier life of the
@@ -246,6 +264,17 @@ impl ClusterNode {
         self.shared.broker_up()
     }
 
+    /// Whether an unproven claim to `identity` must be refused because a
+    /// session on another live node proved it. With Redis unreachable the
+    /// answer is no: the node's own rule still holds, and the claim script
+    /// refuses the session once Redis answers.
+    pub async fn refuses_unproven(&self, identity: &str) -> bool {
+        self.shared
+            .held_proven_elsewhere(identity)
+            .await
+            .unwrap_or(false)
+    }
+
     /// Live nodes as of the last heartbeat round, this one included.
     pub fn nodes(&self) -> Vec<String> {
         let mut nodes = self.shared.peers();
@@ -270,7 +299,7 @@ impl ClusterNode {
                 vec![(shared.peers(), WireTarget::Class(class.clone()))],
             ),
             ClusterTarget::Identity(identity) => match shared.identity_holder(identity).await {
-                Ok(Some((node, _))) if node != shared.node => (
+                Ok(Some((node, _, _))) if node != shared.node => (
                     None,
                     vec![(vec![node], WireTarget::Identity(identity.clone()))],
                 ),
@@ -546,30 +575,54 @@ impl Shared {
         view
     }
 
-    /// Runs one Redis command within [`COMMAND_TIMEOUT`], connecting first
-    /// when needed; a failure drops the connection so the next command
-    /// reconnects.
-    async fn command<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, String> {
+    /// The command connection, connecting first when there is none. A
+    /// multiplexed connection is shared by clones, so commands from the
+    /// node's tasks run concurrently over one socket.
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
         let mut slot = self.commands.lock().await;
-        if slot.is_none() {
-            let connected = tokio::time::timeout(
-                COMMAND_TIMEOUT,
-                self.client.get_multiplexed_async_connection(),
-            )
-            .await;
-            match connected {
-                Ok(Ok(connection)) => *slot = Some(connection),
-                Ok(Err(error)) => {
-                    return Err(self.failed(format!("cannot connect to Redis: {error}")))
-                }
-                Err(_) => return Err(self.failed("cannot connect to Redis: timed out".to_owned())),
-            }
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
         }
-        let Some(connection) = slot.as_mut() else {
-            return Err("no Redis connection".to_owned());
-        };
+        let connected = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await;
+        match connected {
+            Ok(Ok(connection)) => {
+                *slot = Some(connection.clone());
+                Ok(connection)
+            }
+            Ok(Err(error)) => Err(self.failed(format!("cannot connect to Redis: {error}"))),
+            Err(_) => Err(self.failed("cannot connect to Redis: timed out".to_owned())),
+        }
+    }
+
+    /// Runs one Redis command within [`COMMAND_TIMEOUT`].
+    async fn command<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, String> {
+        let mut connection = self.connection().await?;
         let answer =
-            tokio::time::timeout(COMMAND_TIMEOUT, command.query_async::<T>(connection)).await;
+            tokio::time::timeout(COMMAND_TIMEOUT, command.query_async::<T>(&mut connection)).await;
+        self.settle(answer).await
+    }
+
+    /// Runs a pipeline within [`COMMAND_TIMEOUT`].
+    async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipeline: redis::Pipeline,
+    ) -> Result<T, String> {
+        let mut connection = self.connection().await?;
+        let answer =
+            tokio::time::timeout(COMMAND_TIMEOUT, pipeline.query_async::<T>(&mut connection)).await;
+        self.settle(answer).await
+    }
+
+    /// Records what an answer says of Redis; a failure of the connection
+    /// drops it, so the next command reconnects.
+    async fn settle<T>(
+        &self,
+        answer: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, String> {
         match answer {
             Ok(Ok(value)) => {
                 self.commands_ok.store(true, Ordering::Relaxed);
@@ -580,12 +633,12 @@ impl Shared {
                     || error.is_connection_dropped()
                     || error.is_unrecoverable_error()
                 {
-                    *slot = None;
+                    *self.commands.lock().await = None;
                 }
                 Err(self.failed(format!("Redis: {error}")))
             }
             Err(_) => {
-                *slot = None;
+                *self.commands.lock().await = None;
                 Err(self.failed("Redis did not answer in time".to_owned()))
             }
         }
@@ -655,7 +708,10 @@ impl Shared {
     }
 
     /// The node and session holding `identity`, if a live node does.
-    async fn identity_holder(&self, identity: &str) -> Result<Option<(String, SessionId)>, String> {
+    async fn identity_holder(
+        &self,
+        identity: &str,
+    ) -> Result<Option<(String, SessionId, bool)>, String> {
         let mut command = redis::cmd("GET");
         command.arg(self.key(&["identity", identity]));
         let holder: Option<String> = self.command(command).await?;
@@ -720,16 +776,33 @@ impl Shared {
         }
     }
 
-    /// Claims `identity` for local session `id`; tells the earlier holder's
-    /// node, if it is another live one, to let its session go.
-    async fn claim(&self, id: SessionId, identity: &str) -> Result<(), String> {
-        let mut command = redis::cmd("SET");
-        command
+    /// Claims `identity` for local session `id`, in one script: an
+    /// unproven claim to an identity a live node's session proved is
+    /// refused (the new session is closed, as on one node); otherwise the
+    /// claim wins and the earlier holder's node, if another live one, is
+    /// told to let its session go. The message names the old session's id,
+    /// never the identity, so a late one cannot evict the winner.
+    async fn claim(&self, id: SessionId, identity: &str, proven: bool) -> Result<(), String> {
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(CLAIM_SCRIPT)
+            .arg(1)
             .arg(self.key(&["identity", identity]))
-            .arg(format!("{} {id}", self.node))
-            .arg("GET");
-        let earlier: Option<String> = self.command(command).await?;
-        if let Some((node, old)) = earlier.as_deref().and_then(parse_holder) {
+            .arg(holder_value(&self.node, id, proven))
+            .arg(&self.node)
+            .arg(self.key(&["node", ""]))
+            .arg(if proven { "1" } else { "0" });
+        let (outcome, earlier): (String, String) = self.command(script).await?;
+        if outcome == "held" {
+            if self
+                .host
+                .evict(id, "identity-held", close_codes::POLICY_VIOLATION)
+            {
+                tracing::warn!(node = %self.node, session_id = id, %identity, holder = %earlier, "unproven claim refused: a session on another node proved this identity");
+            }
+            return Ok(());
+        }
+        if let Some((node, old, _)) = parse_holder(&earlier) {
             if node != self.node && self.peers().contains(&node) {
                 let envelope = Envelope::Supersede {
                     id: old,
@@ -742,67 +815,95 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether `identity` is held, proven, by a session on another live
+    /// node: an unproven claim to it is refused before the upgrade.
+    async fn held_proven_elsewhere(&self, identity: &str) -> Result<bool, String> {
+        Ok(self
+            .identity_holder(identity)
+            .await?
+            .is_some_and(|(node, _, proven)| {
+                proven && node != self.node && self.peers().contains(&node)
+            }))
+    }
+
     /// Lets go of `identity` if local session `id` still holds it.
     async fn release(&self, id: SessionId, identity: &str) -> Result<(), String> {
-        let script = redis::cmd("EVAL");
-        let mut script = script;
+        let mut script = redis::cmd("EVAL");
         script
-            .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
+            .arg("local held = redis.call('GET', KEYS[1]) if held == ARGV[1] or held == ARGV[2] then return redis.call('DEL', KEYS[1]) else return 0 end")
             .arg(1)
             .arg(self.key(&["identity", identity]))
-            .arg(format!("{} {id}", self.node));
+            .arg(holder_value(&self.node, id, false))
+            .arg(holder_value(&self.node, id, true));
         self.command::<i64>(script).await.map(|_| ())
     }
 
-    /// One heartbeat round: this node's key, the live peers, and, when
-    /// needed, a re-write of every local identity.
+    /// One heartbeat round: this node's key, the live peers with the
+    /// cluster's counts, and, when needed, a re-write of every local
+    /// identity.
     async fn heartbeat(&self) -> Result<(), String> {
         let record = json!({
             "node": self.node,
             "sessions": self.host.session_count(),
+            "app_frames": self.host.app_frames(),
         })
         .to_string();
-        let mut set = redis::cmd("SET");
-        set.arg(self.key(&["node", &self.node]))
+        let mut round = redis::pipe();
+        round
+            .cmd("SET")
+            .arg(self.key(&["node", &self.node]))
             .arg(record)
             .arg("PX")
-            .arg(self.node_ttl.as_millis() as u64);
-        self.command::<()>(set).await?;
-        let mut add = redis::cmd("SADD");
-        add.arg(self.key(&["nodes"])).arg(&self.node);
-        self.command::<i64>(add).await?;
-        let mut members = redis::cmd("SMEMBERS");
-        members.arg(self.key(&["nodes"]));
-        let known: Vec<String> = self.command(members).await?;
-        let mut peers = Vec::new();
-        let mut sessions = self.host.session_count() as i64;
-        for node in known {
-            if node == self.node {
-                continue;
+            .arg(self.node_ttl.as_millis() as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.key(&["nodes"]))
+            .arg(&self.node)
+            .ignore()
+            .cmd("SMEMBERS")
+            .arg(self.key(&["nodes"]));
+        let (known,): (Vec<String>,) = self.pipeline(round).await?;
+        let others: Vec<String> = known
+            .into_iter()
+            .filter(|node| *node != self.node)
+            .collect();
+        let mut records: Vec<Option<String>> = Vec::new();
+        if !others.is_empty() {
+            let mut get = redis::cmd("MGET");
+            for node in &others {
+                get.arg(self.key(&["node", node]));
             }
-            let mut get = redis::cmd("GET");
-            get.arg(self.key(&["node", &node]));
-            match self.command::<Option<String>>(get).await? {
+            records = self.command(get).await?;
+        }
+        let mut peers = Vec::new();
+        let mut dead = Vec::new();
+        let mut sessions = self.host.session_count() as u64;
+        let mut app_frames = self.host.app_frames();
+        for (node, record) in others.into_iter().zip(records) {
+            match record {
                 Some(record) => {
-                    sessions += serde_json::from_str::<Value>(&record)
-                        .ok()
-                        .and_then(|record| record["sessions"].as_i64())
-                        .unwrap_or(0);
+                    let record = serde_json::from_str::<Value>(&record).unwrap_or_default();
+                    sessions += record["sessions"].as_u64().unwrap_or(0);
+                    app_frames += record["app_frames"].as_u64().unwrap_or(0);
                     peers.push(node);
                 }
-                None => {
-                    // Dead: its heartbeat expired. Forget it; its identities
-                    // are free to be claimed (claims check liveness).
-                    let mut remove = redis::cmd("SREM");
-                    remove.arg(self.key(&["nodes"])).arg(&node);
-                    self.command::<i64>(remove).await?;
-                    tracing::info!(node = %self.node, dead = %node, "node declared dead: its sessions leave the cluster");
-                }
+                // Dead: its heartbeat expired. Its identities are free to be
+                // claimed (claims check liveness).
+                None => dead.push(node),
+            }
+        }
+        if !dead.is_empty() {
+            let mut remove = redis::cmd("SREM");
+            remove.arg(self.key(&["nodes"])).arg(&dead);
+            self.command::<i64>(remove).await?;
+            for node in &dead {
+                tracing::info!(node = %self.node, dead = %node, "node declared dead: its sessions leave the cluster");
             }
         }
         peers.sort();
         self.metrics.nodes.set(peers.len() as i64 + 1);
-        self.metrics.cluster_sessions.set(sessions);
+        self.metrics.cluster_sessions.set(sessions as i64);
+        self.check_cluster_growth(sessions, app_frames);
         *self.peers.lock().unwrap_or_else(PoisonError::into_inner) = peers;
         if self.resync.swap(false, Ordering::Relaxed) {
             if let Err(error) = self.reconcile().await {
@@ -814,36 +915,115 @@ impl Shared {
         Ok(())
     }
 
+    /// The growth alarm over the cluster's summed counts, with the node's
+    /// `[monitor]` window and threshold.
+    fn check_cluster_growth(&self, sessions: u64, app_frames: u64) {
+        let verdict = self
+            .cluster_growth
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(Instant::now(), sessions, app_frames);
+        let Some(verdict) = verdict else { return };
+        if verdict.suspect {
+            tracing::warn!(
+                node = %self.node,
+                cluster_sessions = verdict.sessions,
+                grown = verdict.grown,
+                "the cluster's session count keeps growing while no node receives application traffic: dead sessions may be piling up"
+            );
+        }
+        self.metrics
+            .cluster_suspect_growth
+            .set(i64::from(verdict.suspect));
+    }
+
     /// Re-writes every local identity Redis does not know (it restarted, or
     /// changes were lost), and lets go of local sessions whose identity
-    /// another live node holds now.
+    /// another live node holds now. Reads and writes go in batches, so
+    /// 10 000 identities take a few round trips, not 20 000.
     async fn reconcile(&self) -> Result<(), String> {
         let peers = self.peers();
-        for (id, identity, _) in self.host.identities() {
-            let mut get = redis::cmd("GET");
-            get.arg(self.key(&["identity", &identity]));
-            let holder: Option<String> = self.command(get).await?;
-            match holder.as_deref().and_then(parse_holder) {
-                Some((node, held)) if node == self.node && held == id => {}
-                Some((node, _)) if node != self.node && peers.contains(&node) => {
-                    self.host.evict(id, "superseded", close_codes::NORMAL);
+        let identities = self.host.identities();
+        for batch in identities.chunks(RECONCILE_BATCH) {
+            let mut get = redis::cmd("MGET");
+            for (_, identity, _) in batch {
+                get.arg(self.key(&["identity", identity]));
+            }
+            let holders: Vec<Option<String>> = self.command(get).await?;
+            let mut writes = redis::pipe();
+            let mut claims = Vec::new();
+            for ((id, identity, proven), holder) in batch.iter().zip(holders) {
+                match holder.as_deref().and_then(parse_holder) {
+                    Some((node, held, _)) if node == self.node && held == *id => {}
+                    Some((node, _, their_proof)) if node != self.node && peers.contains(&node) => {
+                        if *proven && !their_proof {
+                            claims.push((*id, identity.clone()));
+                        } else {
+                            self.host.evict(*id, "superseded", close_codes::NORMAL);
+                        }
+                    }
+                    _ => {
+                        writes
+                            .cmd("SET")
+                            .arg(self.key(&["identity", identity]))
+                            .arg(holder_value(&self.node, *id, *proven))
+                            .ignore();
+                    }
                 }
-                _ => {
-                    let mut set = redis::cmd("SET");
-                    set.arg(self.key(&["identity", &identity]))
-                        .arg(format!("{} {id}", self.node));
-                    self.command::<()>(set).await?;
-                }
+            }
+            self.pipeline::<()>(writes).await?;
+            for (id, identity) in claims {
+                self.claim(id, &identity, true).await?;
             }
         }
         Ok(())
     }
 }
 
-/// `"<node> <id>"`.
-fn parse_holder(holder: &str) -> Option<(String, SessionId)> {
-    let (node, id) = holder.split_once(' ')?;
-    Some((node.to_owned(), id.parse().ok()?))
+/// Identities read and re-written per round trip when reconciling.
+const RECONCILE_BATCH: usize = 1_000;
+
+/// The claim, atomically: `{"held", holder}` when an unproven claim meets
+/// a proven holder on another live node, else the claim is written and
+/// `{"claimed", earlier holder or ""}`. KEYS[1] the identity; ARGV: the new
+/// holder, this node, the node-key prefix, whether the claim is proven.
+const CLAIM_SCRIPT: &str = r#"
+local earlier = redis.call('GET', KEYS[1])
+if earlier and ARGV[4] == '0' then
+  local node, rest = string.match(earlier, '^(%S+) (.+)$')
+  if node and node ~= ARGV[2] and string.find(rest, ' proven', 1, true)
+     and redis.call('EXISTS', ARGV[3] .. node) == 1 then
+    return {'held', earlier}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return {'claimed', earlier or ''}
+"#;
+
+/// An identity's holder as Redis keeps it: `"<node> <id>"`, with
+/// `" proven"` when a token proved it.
+fn holder_value(node: &str, id: SessionId, proven: bool) -> String {
+    if proven {
+        format!("{node} {id} proven")
+    } else {
+        format!("{node} {id}")
+    }
+}
+
+/// The node, the session and whether it was proven, from a holder.
+fn parse_holder(holder: &str) -> Option<(String, SessionId, bool)> {
+    let mut parts = holder.split(' ');
+    let node = parts.next()?;
+    let id = parts.next()?.parse().ok()?;
+    let proven = match parts.next() {
+        None => false,
+        Some("proven") => true,
+        Some(_) => return None,
+    };
+    if node.is_empty() || parts.next().is_some() {
+        return None;
+    }
+    Some((node.to_owned(), id, proven))
 }
 
 /// Heartbeats and probes every fifth of the node TTL, until `stop`.
@@ -891,7 +1071,11 @@ async fn change_loop(
         };
         let applied = match &change {
             Change::Opened(session) => match &session.identity {
-                Some(identity) => shared.claim(session.id, identity).await,
+                Some(identity) => {
+                    shared
+                        .claim(session.id, identity, session.identity_proven)
+                        .await
+                }
                 None => Ok(()),
             },
             Change::Closed { id, identity } => shared.release(*id, identity).await,
@@ -1008,7 +1192,16 @@ mod tests {
         assert_eq!(parse_cluster_id("b:12", "a"), Some(("b", 12)));
         assert_eq!(parse_cluster_id("12", "a"), Some(("a", 12)));
         assert_eq!(parse_cluster_id("b:x", "a"), None);
-        assert_eq!(parse_holder("node-1 42"), Some(("node-1".to_owned(), 42)));
+        assert_eq!(
+            parse_holder(&holder_value("node-1", 42, false)),
+            Some(("node-1".to_owned(), 42, false))
+        );
+        assert_eq!(
+            parse_holder(&holder_value("node-1", 42, true)),
+            Some(("node-1".to_owned(), 42, true))
+        );
         assert_eq!(parse_holder("garbage"), None);
+        assert_eq!(parse_holder("node-1 42 forged"), None);
+        assert_eq!(parse_holder("node-1 42 proven extra"), None);
     }
 }

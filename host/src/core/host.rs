@@ -249,6 +249,13 @@ impl SessionHost {
         self.hub.registry.len()
     }
 
+    /// Application frames received since start (pongs and pings not
+    /// counted): the traffic side of the growth alarm, which cluster mode
+    /// sums over nodes.
+    pub fn app_frames(&self) -> u64 {
+        self.hub.app_frames()
+    }
+
     /// Session tasks still running (sessions not yet fully closed).
     pub fn live_tasks(&self) -> usize {
         self.hub.live_tasks()

@@ -20,7 +20,7 @@ pub mod inbound;
 /// Prometheus metrics, one registry per host.
 pub mod metrics;
 /// The "sessions grow while nothing comes in" alarm.
-mod monitor;
+pub mod monitor;
 /// The seam a cluster hears of this node's sessions through.
 pub mod observer;
 /// Swap, rollback, shadow and promotion of the running policy.

@@ -20,7 +20,7 @@ use vigil_policy_runtime::FaultKind;
 use crate::cluster::node::parse_cluster_id;
 use crate::cluster::{ClusterNode, ClusterTarget};
 use crate::core::tcp::ConnInfo;
-use crate::core::{close_codes, EndpointSpec, SessionHost, SessionQuery, Target};
+use crate::core::{close_codes, AcceptError, EndpointSpec, SessionHost, SessionQuery, Target};
 use crate::http::auth::{require_control, ClientAuth, ControlAccess};
 use crate::http::error::AppError;
 use crate::profile::Profile;
@@ -99,6 +99,13 @@ async fn upgrade(
     let class = client
         .class
         .unwrap_or_else(|| state.host.config().sessions.default_class.clone());
+    if let (Some(cluster), Some(identity), false) =
+        (&state.cluster, &client.identity, client.proven)
+    {
+        if cluster.refuses_unproven(identity).await {
+            return Err(AcceptError::IdentityTaken(identity.clone()).into());
+        }
+    }
     let mut spec = EndpointSpec::plain(class, client.identity);
     spec.identity_proven = client.proven;
     spec.expires_at = client.expires_at;

@@ -23,8 +23,8 @@ pub struct Behaviour {
     pub sends_per_sec: f64,
 }
 
-/// How fast sessions are opened.
-#[derive(Debug, Clone, Copy)]
+/// How fast sessions are opened, and as whom.
+#[derive(Debug, Clone)]
 pub struct Opening {
     /// Handshakes in flight at once, at most.
     pub concurrency: usize,
@@ -32,6 +32,9 @@ pub struct Opening {
     pub per_second: f64,
     /// First source address block (127.0.0.N).
     pub first_block: u32,
+    /// Each session claims the identity `<prefix>-<n>` (`?client_id=`);
+    /// `None` for anonymous sessions.
+    pub identity_prefix: Option<String>,
 }
 
 /// Opens `sessions` as `opening` says, reports as soon as all are open,
@@ -47,6 +50,7 @@ pub async fn run(
         concurrency,
         per_second,
         first_block,
+        identity_prefix,
     } = opening;
     let started = Instant::now();
     let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -66,7 +70,10 @@ pub async fn run(
         let done = done_tx.clone();
         let stop = Arc::clone(&stop);
         let host = target.ws;
-        let url = url.clone();
+        let url = match &identity_prefix {
+            Some(prefix) => format!("{url}?client_id={prefix}-{n}"),
+            None => url.clone(),
+        };
         tokio::spawn(async move {
             let connect_started = Instant::now();
             let socket = open(host, &url, source_for(n, first_block)).await;
