@@ -8,20 +8,24 @@ use std::time::{Duration, Instant};
 
 use vigil_tests::test_plugins;
 
-fn vigil() -> Command {
+/// The `vigil` program, its compile cache under the target directory.
+pub(crate) fn vigil() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil-under-test"));
-    command.env("RUST_LOG", "info").stdin(Stdio::null());
+    command
+        .env("RUST_LOG", "info")
+        .env("XDG_CACHE_HOME", vigil_tests::cache_home())
+        .stdin(Stdio::null());
     command
 }
 
-fn run(command: &mut Command) -> Output {
+pub(crate) fn run(command: &mut Command) -> Output {
     match command.output() {
         Ok(output) => output,
         Err(error) => panic!("cannot run vigil: {error}"),
     }
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

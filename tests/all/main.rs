@@ -15,6 +15,7 @@ mod liveness;
 mod loading;
 mod onebot;
 mod policy_thread;
+mod polyglot;
 mod real_clients;
 mod robustness;
 mod security;

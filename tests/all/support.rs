@@ -53,17 +53,36 @@ pub fn admin_address(server: &RunningServer) -> SocketAddr {
 
 /// `PUT` a plugin to an admin route, with its config JSON.
 pub async fn upload(admin: SocketAddr, route: &str, plugin: &[u8], config: &str) -> HttpResponse {
-    let config: String = config
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
+    upload_with(admin, route, plugin, &[("config", config)]).await
+}
+
+/// `PUT` a plugin to an admin route with these query parameters
+/// (`config`, `limits`, `name`), each URL-encoded.
+pub async fn upload_with(
+    admin: SocketAddr,
+    route: &str,
+    plugin: &[u8],
+    parameters: &[(&str, &str)],
+) -> HttpResponse {
+    let encode = |value: &str| -> String {
+        value
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    let query: Vec<String> = parameters
+        .iter()
+        .map(|(name, value)| format!("{name}={}", encode(value)))
         .collect();
     http_bytes(
         admin,
         "PUT",
-        &format!("{route}?config={config}"),
+        &format!("{route}?{}", query.join("&")),
         plugin,
         Some(ADMIN_TOKEN),
     )

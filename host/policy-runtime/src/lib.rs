@@ -5,7 +5,9 @@
 //! keeps both rules, see ARCHITECTURE.md).
 //!
 //! - [`sandbox`]: wasmtime engine, component loading, one sandboxed instance.
+//! - [`compile_cache`]: compiled plugins on disk, checked before use.
 //! - [`limits`]: the deadline, memory and instance caps a plugin runs under.
+//! - [`batching`]: how many sessions one guest call carries.
 //! - [`output`]: where a plugin's log lines and stdout/stderr go.
 //! - [`fault`]: how a plugin call can fail.
 //! - [`clock`]: the host-driven clock and seeded randomness plugins see.
@@ -19,8 +21,10 @@
 //! - [`shadow`]: running a candidate beside the active policy and comparing.
 //! - [`scenarios`]: the built-in table behind `vigil policy check`.
 
+pub mod batching;
 mod bindings;
 pub mod clock;
+pub mod compile_cache;
 pub mod contract;
 mod convert;
 pub mod fault;

@@ -5,18 +5,24 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 /// Caps for one plugin instance. Defaults suit a policy that scores tens of
 /// thousands of sessions per call.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxLimits {
     /// Wall-clock budget of one `assess`, `on-events` or `select-evictions`
     /// call. Default 20 ms.
     #[serde(rename = "call_deadline_ms", with = "millis")]
     pub call_deadline: Duration,
+    /// Sessions per `assess` call at most; a larger batch is split into
+    /// several calls, each under the call deadline. Unset (or 0): measured
+    /// from the plugin's own cost per session, so a CPython or
+    /// SpiderMonkey plugin gets batches that fit its deadline
+    /// (`crate::batching`). Default unset.
+    pub max_batch_sessions: Option<usize>,
     /// Budget of instantiation plus `configure`, which may build tables.
     /// Default 1 000 ms.
     #[serde(rename = "init_deadline_ms", with = "millis")]
@@ -38,6 +44,7 @@ impl Default for SandboxLimits {
     fn default() -> Self {
         SandboxLimits {
             call_deadline: Duration::from_millis(20),
+            max_batch_sessions: None,
             init_deadline: Duration::from_millis(1_000),
             memory_bytes: 64 << 20,
             instances: 32,
@@ -48,15 +55,52 @@ impl Default for SandboxLimits {
     }
 }
 
+impl SandboxLimits {
+    /// These limits with the settings in `overrides` (a JSON object of the
+    /// same keys as `[policy.limits]`) written over them: how the admin API
+    /// gives one plugin limits of its own.
+    pub fn with_overrides(&self, overrides: &str) -> Result<SandboxLimits, String> {
+        let overrides: serde_json::Value = serde_json::from_str(overrides)
+            .map_err(|error| format!("limits must be a JSON object: {error}"))?;
+        let serde_json::Value::Object(overrides) = overrides else {
+            return Err("limits must be a JSON object".to_owned());
+        };
+        let mut merged = serde_json::to_value(self).map_err(|error| error.to_string())?;
+        if let serde_json::Value::Object(merged) = &mut merged {
+            merged.extend(overrides);
+        }
+        let limits: SandboxLimits =
+            serde_json::from_value(merged).map_err(|error| format!("limits: {error}"))?;
+        limits.validate()?;
+        Ok(limits)
+    }
+
+    /// What the types alone cannot check.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.call_deadline.is_zero() || self.init_deadline.is_zero() {
+            return Err("deadlines must be above 0 ms".to_owned());
+        }
+        if self.memory_bytes < (1 << 20) {
+            return Err("memory_bytes must be at least 1 MiB (1048576); a wasm32-wasip2 component needs more than a few pages".to_owned());
+        }
+        Ok(())
+    }
+}
+
 /// `serde(with = "millis")`: a setting written in ms, held as a `Duration`.
 pub(crate) mod millis {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     /// Reads whole milliseconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    /// Writes whole milliseconds.
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_millis() as u64)
     }
 }
 

@@ -11,19 +11,21 @@
 //! driven from a plain thread (see [`super::worker`]), never from a tokio
 //! worker thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::batching::{self, BatchCap};
 use crate::clock::CallClock;
+use crate::compile_cache::{CompileCache, Compiled};
 
 use super::bindings;
 use super::bindings::{PolicyPlugin, PolicyPluginPre};
@@ -47,6 +49,7 @@ pub struct PolicyEngine {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
     compiled: Arc<Mutex<CompiledCache>>,
+    disk: Option<Arc<CompileCache>>,
 }
 
 /// Recently compiled components by SHA-256, so loading the same plugin again
@@ -112,25 +115,51 @@ impl PolicyEngine {
             engine,
             linker: Arc::new(linker),
             compiled: Arc::default(),
+            disk: None,
         })
     }
 
-    /// Compiles a component, or takes it from the cache.
-    fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+    /// This engine, keeping compiled plugins in `dir` across restarts
+    /// ([`CompileCache`]).
+    pub fn with_compile_cache(mut self, dir: &Path) -> std::io::Result<Self> {
+        self.disk = Some(Arc::new(CompileCache::open(dir, &self.engine)?));
+        Ok(self)
+    }
+
+    /// The on-disk cache's directory, if there is one.
+    pub fn compile_cache_dir(&self) -> Option<&Path> {
+        self.disk.as_deref().map(CompileCache::dir)
+    }
+
+    /// Compiles a component, or takes it from memory or from disk.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<(Component, Compiled)> {
         let cached = self
             .compiled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(sha256);
         if let Some(component) = cached {
-            return Ok(component);
+            return Ok((component, Compiled::InMemory));
         }
-        let component = Component::new(&self.engine, bytes)?;
+        let from_disk = self
+            .disk
+            .as_ref()
+            .and_then(|disk| disk.load(&self.engine, sha256));
+        let (component, how) = match from_disk {
+            Some(component) => (component, Compiled::FromDisk),
+            None => {
+                let component = Component::new(&self.engine, bytes)?;
+                if let Some(disk) = &self.disk {
+                    disk.store(sha256, &component);
+                }
+                (component, Compiled::Fresh)
+            }
+        };
         self.compiled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(sha256.to_owned(), component.clone());
-        Ok(component)
+        Ok((component, how))
     }
 }
 
@@ -316,6 +345,12 @@ pub struct Sandbox {
     clock: CallClock,
     /// Instances started so far; seeds the next one's randomness.
     instances_started: u64,
+    /// Sessions per `assess` call.
+    batch: BatchCap,
+    /// The cap last logged, so a change is told once.
+    batch_cap_logged: usize,
+    /// Guest `assess` calls made.
+    assess_calls: u64,
 }
 
 struct LiveInstance {
@@ -361,12 +396,14 @@ impl Sandbox {
         let name = source.name.to_string();
         check_header(&name, &source.bytes)?;
         let sha256 = source.sha256();
-        let component = engine
-            .compile(&source.bytes, &sha256)
-            .map_err(|e| LoadError::Compile {
-                name: name.clone(),
-                detail: format!("{e:#}"),
-            })?;
+        let started = Instant::now();
+        let (component, compiled) =
+            engine
+                .compile(&source.bytes, &sha256)
+                .map_err(|e| LoadError::Compile {
+                    name: name.clone(),
+                    detail: format!("{e:#}"),
+                })?;
         let instance_pre =
             engine
                 .linker
@@ -379,6 +416,13 @@ impl Sandbox {
             name: name.clone(),
             detail: format!("{e:#}"),
         })?;
+        tracing::debug!(
+            plugin = %name,
+            bytes = source.bytes.len(),
+            how = ?compiled,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "policy plugin compiled"
+        );
         let mut sandbox = Sandbox {
             engine: engine.clone(),
             pre,
@@ -387,11 +431,14 @@ impl Sandbox {
             loaded_at: std::time::SystemTime::now(),
             sha256,
             config_json: config_json.to_owned(),
-            limits,
             output: PluginOutput::new(source.name.clone()),
             live: None,
             clock: CallClock::default(),
             instances_started: 0,
+            batch: BatchCap::new(limits.call_deadline, limits.max_batch_sessions),
+            batch_cap_logged: 0,
+            assess_calls: 0,
+            limits,
         };
         match sandbox.start() {
             Ok(Ok(())) => Ok(sandbox),
@@ -427,6 +474,18 @@ impl Sandbox {
     /// The limits it runs under.
     pub fn limits(&self) -> &SandboxLimits {
         &self.limits
+    }
+
+    /// How many sessions one `assess` call carries, and what the plugin's
+    /// calls have been measured to cost.
+    pub fn batch_cap(&self) -> &BatchCap {
+        &self.batch
+    }
+
+    /// Guest `assess` calls made so far (a batch above the cap takes
+    /// several).
+    pub fn assess_calls(&self) -> u64 {
+        self.assess_calls
     }
 
     /// The JSON configuration the plugin was given.
@@ -560,21 +619,86 @@ impl Sandbox {
         }
     }
 
-    /// Calls the plugin's `assess`. The verdicts are not yet checked against
-    /// the batch; that is [`super::contract`]'s job.
+    /// Calls the plugin's `assess`, in as many calls as the batch cap
+    /// needs, each under the call deadline. The verdicts are not yet
+    /// checked against the batch; that is [`super::contract`]'s job.
     pub fn assess(
         &mut self,
         now_ms: u64,
         sessions: &[SessionFacts],
     ) -> Result<Vec<Verdict>, CallFault> {
-        let facts = convert::facts_to_wit(sessions);
         self.clock.set(now_ms);
-        let verdicts = self.call(|store, plugin| {
+        if sessions.is_empty() {
+            return self.assess_call(now_ms, sessions);
+        }
+        let mut verdicts = Vec::with_capacity(sessions.len());
+        let mut rest = sessions;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(self.batch.sessions_per_call().min(rest.len()));
+            verdicts.extend(self.assess_call(now_ms, chunk)?);
+            rest = after;
+        }
+        Ok(verdicts)
+    }
+
+    /// One guest `assess` call, measured for the batch cap.
+    fn assess_call(
+        &mut self,
+        now_ms: u64,
+        sessions: &[SessionFacts],
+    ) -> Result<Vec<Verdict>, CallFault> {
+        let facts = convert::facts_to_wit(sessions);
+        self.assess_calls += 1;
+        let started = Instant::now();
+        let result = self.call(|store, plugin| {
             plugin
                 .vigil_policy_policy()
                 .call_assess(store, now_ms, facts.as_wit())
-        })?;
-        Ok(convert::verdicts_from_wit(verdicts))
+        });
+        match result {
+            Ok(verdicts) => {
+                self.batch.record(sessions.len(), started.elapsed());
+                self.tell_batch_cap();
+                Ok(convert::verdicts_from_wit(verdicts))
+            }
+            Err(fault) => {
+                if fault.kind == FaultKind::Deadline {
+                    if let Some(cap) = self.batch.deadline_hit(sessions.len()) {
+                        tracing::warn!(
+                            plugin = %self.name,
+                            sessions = sessions.len(),
+                            cap,
+                            deadline_ms = self.limits.call_deadline.as_millis() as u64,
+                            "policy plugin overran its deadline on this many sessions; its batches are now split into calls of at most {cap}"
+                        );
+                        self.batch_cap_logged = cap;
+                    }
+                }
+                Err(fault)
+            }
+        }
+    }
+
+    /// Logs the batch cap when it settles somewhere new (twice or half the
+    /// last one told), in words an author can act on.
+    fn tell_batch_cap(&mut self) {
+        let cap = self.batch.sessions_per_call();
+        let told = self.batch_cap_logged;
+        if told != 0 && cap < told.saturating_mul(2) && cap.saturating_mul(2) > told {
+            return;
+        }
+        self.batch_cap_logged = cap;
+        if let Some(cost) = self.batch.cost_per_session() {
+            if cap < 100_000 {
+                tracing::info!(
+                    plugin = %self.name,
+                    cost_us_per_session = cost.as_secs_f64() * 1e6,
+                    sessions_per_call = cap,
+                    deadline_ms = self.limits.call_deadline.as_millis() as u64,
+                    "policy plugin's assess batches are split to fit its deadline (set [policy.limits] max_batch_sessions to choose)"
+                );
+            }
+        }
     }
 
     /// Calls the plugin's `on-events`.
@@ -586,15 +710,55 @@ impl Sandbox {
         self.call(|store, plugin| plugin.vigil_policy_policy().call_on_events(store, &events))
     }
 
-    /// Calls the plugin's `select-evictions`.
+    /// Calls the plugin's `select-evictions`. A batch above the batch cap
+    /// is chosen from in rounds: each part of at most the cap names its
+    /// `excess` candidates, and the candidates go to the next round, until
+    /// one call can see them all. For a policy that ranks sessions (the
+    /// usual kind) that is the same choice as one call over everything.
     pub fn select_evictions(
         &mut self,
         now_ms: u64,
         sessions: &[SessionFacts],
         excess: u32,
     ) -> Result<Vec<SessionId>, CallFault> {
-        let facts = convert::facts_to_wit(sessions);
         self.clock.set(now_ms);
+        let cap = self
+            .batch
+            .sessions_per_call()
+            .max((excess as usize).saturating_mul(2))
+            .max(batching::MIN_CAP);
+        if sessions.len() <= cap {
+            return self.select_call(now_ms, sessions, excess);
+        }
+        let mut pool = sessions.to_vec();
+        while pool.len() > cap {
+            let mut candidates = Vec::new();
+            for part in pool.chunks(cap) {
+                let chosen: HashSet<SessionId> = self
+                    .select_call(now_ms, part, excess)?
+                    .into_iter()
+                    .collect();
+                candidates.extend(
+                    part.iter()
+                        .filter(|facts| chosen.contains(&facts.id))
+                        .cloned(),
+                );
+            }
+            if candidates.len() >= pool.len() {
+                break; // a plugin that keeps choosing everything
+            }
+            pool = candidates;
+        }
+        self.select_call(now_ms, &pool, excess)
+    }
+
+    fn select_call(
+        &mut self,
+        now_ms: u64,
+        sessions: &[SessionFacts],
+        excess: u32,
+    ) -> Result<Vec<SessionId>, CallFault> {
+        let facts = convert::facts_to_wit(sessions);
         self.call(|store, plugin| {
             plugin.vigil_policy_policy().call_select_evictions(
                 store,

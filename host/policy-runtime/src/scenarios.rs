@@ -285,8 +285,10 @@ pub fn generated_facts(count: usize, seed: u64) -> Vec<SessionFacts> {
 pub struct BatchCheck {
     /// Sessions in the batch.
     pub sessions: usize,
-    /// Time of the `assess` call.
+    /// Time of the `assess` calls, together.
     pub elapsed: Duration,
+    /// Guest calls the batch was split into (the batch cap).
+    pub calls: u64,
 }
 
 /// Batch sizes the contract check runs, empty to the largest a tick sends.
@@ -313,6 +315,9 @@ pub struct CheckReport {
     pub capacity_chosen: Vec<SessionId>,
     /// Time of the `select-evictions` call.
     pub select_time: Duration,
+    /// The batch cap after the checks: sessions per call, whether the
+    /// operator set it, and the measured cost per session.
+    pub batch_cap: (usize, bool, Option<Duration>),
 }
 
 /// Why `policy check` failed after the plugin loaded.
@@ -395,6 +400,7 @@ pub fn run_check(
         capacity_excess: excess,
         capacity_chosen: chosen,
         select_time,
+        batch_cap: batch_cap_of(sandbox),
     })
 }
 
@@ -406,6 +412,7 @@ pub fn run_full_check(
 ) -> Result<CheckReport, CheckError> {
     let mut report = run_check(sandbox, capacity_sessions)?;
     report.batches = run_contract_batches(sandbox)?;
+    report.batch_cap = batch_cap_of(sandbox);
     Ok(report)
 }
 
@@ -423,6 +430,7 @@ fn run_contract_batches(sandbox: &mut Sandbox) -> Result<Vec<BatchCheck>, CheckE
     let mut checks = Vec::new();
     for (round, size) in CONTRACT_BATCH_SIZES.into_iter().enumerate() {
         let batch = generated_facts(size, 0xC0FFEE + round as u64);
+        let calls_before = sandbox.assess_calls();
         let started = Instant::now();
         let verdicts =
             sandbox
@@ -439,9 +447,19 @@ fn run_contract_batches(sandbox: &mut Sandbox) -> Result<Vec<BatchCheck>, CheckE
         checks.push(BatchCheck {
             sessions: size,
             elapsed,
+            calls: sandbox.assess_calls() - calls_before,
         });
     }
     Ok(checks)
+}
+
+fn batch_cap_of(sandbox: &Sandbox) -> (usize, bool, Option<Duration>) {
+    let cap = sandbox.batch_cap();
+    (
+        cap.sessions_per_call(),
+        cap.is_fixed(),
+        cap.cost_per_session(),
+    )
 }
 
 /// One event of every kind, each twice, some about sessions the plugin
@@ -565,20 +583,44 @@ impl fmt::Display for CheckReport {
         )?;
         writeln!(
             f,
-            "{:>9} {:>12} {:>12} {:>9}",
-            "sessions", "assess", "per session", "deadline"
+            "{:>9} {:>12} {:>12} {:>6} {:>14}",
+            "sessions", "assess", "per session", "calls", "deadline/call"
         )?;
         for batch in &self.batches {
             let per_session = batch
                 .elapsed
                 .checked_div(batch.sessions.max(1) as u32)
                 .unwrap_or_default();
-            let used = batch.elapsed.as_secs_f64() / self.deadline.as_secs_f64().max(1e-9) * 100.0;
+            let per_call = batch.elapsed.as_secs_f64() / batch.calls.max(1) as f64;
+            let used = per_call / self.deadline.as_secs_f64().max(1e-9) * 100.0;
             writeln!(
                 f,
-                "{:>9} {:>12?} {:>12?} {:>8.1}%",
-                batch.sessions, batch.elapsed, per_session, used
+                "{:>9} {:>12?} {:>12?} {:>6} {:>13.1}%",
+                batch.sessions, batch.elapsed, per_session, batch.calls, used
             )?;
+        }
+        let (cap, fixed, cost) = self.batch_cap;
+        match (cost, fixed) {
+            (_, true) => writeln!(
+                f,
+                "batching: assess calls carry at most {cap} sessions ([policy.limits] max_batch_sessions)"
+            )?,
+            (Some(cost), false) => {
+                let fits = (self.deadline.as_secs_f64() / cost.as_secs_f64().max(1e-12)) as u64;
+                if cap >= 100_000 {
+                    writeln!(
+                        f,
+                        "batching: {cost:?} per session, so one call fits about {fits} sessions in the deadline; batches are not split"
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "batching: {cost:?} per session, so one call fits about {fits} sessions in the {:?} deadline; the host splits this plugin's batches into calls of at most {cap} (automatic; set [policy.limits] max_batch_sessions to choose)",
+                        self.deadline
+                    )?;
+                }
+            }
+            (None, false) => {}
         }
         Ok(())
     }

@@ -61,6 +61,13 @@ pub struct PluginReport {
     /// True when the built-in fallback decides instead (the plugin is
     /// disabled, or its last batch faulted).
     pub fallback_in_use: bool,
+    /// The limits it runs under (its own, or `[policy.limits]`).
+    pub limits: crate::SandboxLimits,
+    /// Sessions one `assess` call carries at most now.
+    pub sessions_per_call: usize,
+    /// Its measured cost per session in `assess`, µs, once a call was
+    /// large enough to tell.
+    pub cost_us_per_session: Option<f64>,
 }
 
 impl PluginReport {
@@ -77,6 +84,12 @@ impl PluginReport {
             state: stats.state().as_str(),
             fallback_in_use: stats.state() == PolicyState::Disabled
                 || supervisor.last_batch_fell_back(),
+            limits: sandbox.limits().clone(),
+            sessions_per_call: sandbox.batch_cap().sessions_per_call(),
+            cost_us_per_session: sandbox
+                .batch_cap()
+                .cost_per_session()
+                .map(|cost| cost.as_secs_f64() * 1e6),
         }
     }
 }

@@ -39,12 +39,8 @@ impl HostConfig {
         if self.policy.config.is_some() && self.policy.config_file.is_some() {
             bail!("[policy] sets both `config` and `config_file`; use one");
         }
-        let limits = &self.policy.limits;
-        if limits.call_deadline.is_zero() || limits.init_deadline.is_zero() {
-            bail!("[policy.limits] deadlines must be above 0 ms");
-        }
-        if limits.memory_bytes < (1 << 20) {
-            bail!("[policy.limits] memory_bytes must be at least 1 MiB (1048576); a wasm32-wasip2 component needs more than a few pages");
+        if let Err(why) = self.policy.limits.validate() {
+            bail!("[policy.limits] {why}");
         }
         if self.policy.faults.max_faults == 0 {
             bail!("[policy.faults] max_faults must be at least 1");
@@ -350,7 +346,7 @@ impl Default for MonitorConfig {
 }
 
 /// `[policy]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// The plugin component; the built-in default policy when unset.
@@ -366,9 +362,69 @@ pub struct PolicyConfig {
     pub limits: SandboxLimits,
     /// When a faulting plugin is disabled.
     pub faults: SupervisorConfig,
+    /// Keep compiled plugins on disk, so a large (Python, JavaScript)
+    /// plugin is compiled once rather than at every start and swap.
+    /// Default true.
+    pub compile_cache: bool,
+    /// Where: a directory private to the user Vigil runs as (whoever can
+    /// write to it can run code in the host). Default
+    /// `$XDG_CACHE_HOME/vigil/compiled`, else `$HOME/.cache/vigil/compiled`;
+    /// with neither set, no cache.
+    pub compile_cache_dir: Option<PathBuf>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            path: None,
+            config: None,
+            config_file: None,
+            watch: false,
+            limits: SandboxLimits::default(),
+            faults: SupervisorConfig::default(),
+            compile_cache: true,
+            compile_cache_dir: None,
+        }
+    }
 }
 
 impl PolicyConfig {
+    /// The compile cache's directory, when there is to be one.
+    pub fn compile_cache_path(&self) -> Option<PathBuf> {
+        if !self.compile_cache {
+            return None;
+        }
+        if let Some(dir) = &self.compile_cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|dir| !dir.is_empty())
+                    .map(|home| PathBuf::from(home).join(".cache"))
+            })?;
+        Some(base.join("vigil").join("compiled"))
+    }
+
+    /// The process's wasm engine, with the compile cache when configured.
+    /// A cache that cannot be opened is warned about, not fatal.
+    pub fn engine(&self) -> anyhow::Result<vigil_policy_runtime::PolicyEngine> {
+        let engine =
+            vigil_policy_runtime::PolicyEngine::new().context("starting the wasm engine")?;
+        let Some(dir) = self.compile_cache_path() else {
+            return Ok(engine);
+        };
+        match engine.clone().with_compile_cache(&dir) {
+            Ok(cached) => Ok(cached),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot open the compile cache; plugins are compiled at every load");
+                Ok(engine)
+            }
+        }
+    }
+
     /// The JSON string handed to the plugin's `configure` (`{}` when none).
     pub fn plugin_config_json(&self) -> anyhow::Result<String> {
         if let Some(file) = &self.config_file {

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use vigil_policy_runtime::{
-    validate_off_runtime, ChangeError, PluginReport, PluginSource, RejectedCandidate, Shadow,
-    Supervisor, Validated,
+    validate_off_runtime, ChangeError, PluginReport, PluginSource, RejectedCandidate,
+    SandboxLimits, Shadow, Supervisor, Validated,
 };
 
 use crate::core::host::SessionHost;
@@ -37,11 +37,13 @@ enum Change {
 
 impl SessionHost {
     /// Loads a candidate and dry-runs it on the current sessions' facts, off
-    /// the async runtime; nothing running is touched.
+    /// the async runtime; nothing running is touched. `limits` are the
+    /// candidate's own (a heavy runtime's), else `[policy.limits]`.
     pub async fn validate_candidate(
         &self,
         source: PluginSource,
         config_json: String,
+        limits: Option<SandboxLimits>,
     ) -> Result<Validated, RejectedCandidate> {
         let hub = &self.hub;
         let (now_ms, snapshot) = hub.facts_sample(DRY_RUN_SESSIONS);
@@ -49,7 +51,7 @@ impl SessionHost {
             hub.engine.clone(),
             source,
             config_json,
-            hub.config.policy.limits.clone(),
+            limits.unwrap_or_else(|| hub.config.policy.limits.clone()),
             now_ms,
             snapshot,
         )
@@ -62,9 +64,10 @@ impl SessionHost {
         &self,
         source: PluginSource,
         config_json: String,
+        limits: Option<SandboxLimits>,
     ) -> Result<SwapReport, RejectedCandidate> {
         let received = Instant::now();
-        let validated = match self.validate_candidate(source, config_json).await {
+        let validated = match self.validate_candidate(source, config_json, limits).await {
             Ok(validated) => validated,
             Err(rejected) => {
                 self.swap_rejected(&rejected);
@@ -117,8 +120,9 @@ impl SessionHost {
         &self,
         source: PluginSource,
         config_json: String,
+        limits: Option<SandboxLimits>,
     ) -> Result<(String, String), RejectedCandidate> {
-        let validated = self.validate_candidate(source, config_json).await?;
+        let validated = self.validate_candidate(source, config_json, limits).await?;
         let name = validated.sandbox.name().to_string();
         let sha256 = validated.sandbox.sha256().to_owned();
         let config = &self.hub.config;

@@ -2,8 +2,9 @@
 //! running policy without a restart, roll back, or try a candidate in shadow
 //! first.
 //!
-//! - `PUT /admin/policy` (body: the `.wasm`; `?config=` JSON, `?name=`):
-//!   validate, then swap.
+//! - `PUT /admin/policy` (body: the `.wasm`; `?config=` JSON, `?name=`,
+//!   `?limits=` JSON: this plugin's own `[policy.limits]`, over the
+//!   configured ones): validate, then swap.
 //! - `GET /admin/policy`: active, previous, shadow.
 //! - `POST /admin/policy/rollback`: back to the previous policy.
 //! - `PUT` / `DELETE /admin/policy/shadow`: start or stop a shadow candidate.
@@ -19,7 +20,7 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use vigil_policy_runtime::{ChangeError, PluginSource, RejectedCandidate};
+use vigil_policy_runtime::{ChangeError, PluginSource, RejectedCandidate, SandboxLimits};
 
 use crate::core::SessionHost;
 use crate::http::auth::{require_token, TokenCheck};
@@ -48,11 +49,19 @@ pub fn router(host: SessionHost, token: &str) -> Router {
         .with_state(host)
 }
 
-/// The uploaded plugin and its config, checked for shape.
+/// An uploaded candidate: the plugin, its config, and its own limits.
+struct Upload {
+    source: PluginSource,
+    config_json: String,
+    limits: Option<SandboxLimits>,
+}
+
+/// The uploaded plugin, its config and its limits, checked for shape.
 fn upload(
+    configured: &SandboxLimits,
     query: &HashMap<String, String>,
     body: Bytes,
-) -> Result<(PluginSource, String), AppError> {
+) -> Result<Upload, AppError> {
     if body.is_empty() {
         return Err(AppError::bad_request(
             "the request body must be the plugin's .wasm bytes",
@@ -69,10 +78,19 @@ fn upload(
         .get("name")
         .cloned()
         .unwrap_or_else(|| "uploaded.wasm".to_owned());
-    Ok((
-        PluginSource::from_bytes(&name, "admin-api", body.to_vec()),
+    let limits = match query.get("limits") {
+        Some(overrides) => Some(
+            configured
+                .with_overrides(overrides)
+                .map_err(AppError::bad_request)?,
+        ),
+        None => None,
+    };
+    Ok(Upload {
+        source: PluginSource::from_bytes(&name, "admin-api", body.to_vec()),
         config_json,
-    ))
+        limits,
+    })
 }
 
 fn rejected(error: RejectedCandidate) -> AppError {
@@ -93,7 +111,7 @@ async fn swap(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    let (source, config_json) = match upload(&query, body) {
+    let candidate = match upload(&host.config().policy.limits, &query, body) {
         Ok(upload) => upload,
         Err(error) => {
             host.swap_rejected(&"malformed upload");
@@ -101,7 +119,7 @@ async fn swap(
         }
     };
     let report = host
-        .swap_policy(source, config_json)
+        .swap_policy(candidate.source, candidate.config_json, candidate.limits)
         .await
         .map_err(rejected)?;
     Ok(Json(json!({
@@ -110,6 +128,9 @@ async fn swap(
         "load_ms": report.load_time.as_secs_f64() * 1e3,
         "swap_ms": report.swap_time.as_secs_f64() * 1e3,
         "dry_run_sessions": report.dry_run_sessions,
+        "limits": report.plugin.limits,
+        "sessions_per_call": report.plugin.sessions_per_call,
+        "cost_us_per_session": report.plugin.cost_us_per_session,
     })))
 }
 
@@ -128,9 +149,9 @@ async fn start_shadow(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    let (source, config_json) = upload(&query, body)?;
+    let candidate = upload(&host.config().policy.limits, &query, body)?;
     let (name, sha256) = host
-        .start_shadow(source, config_json)
+        .start_shadow(candidate.source, candidate.config_json, candidate.limits)
         .await
         .map_err(rejected)?;
     Ok(Json(json!({ "name": name, "sha256": sha256 })))
@@ -173,6 +194,11 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..256),
             config in proptest::option::of(".{0,64}"),
             name in proptest::option::of(".{0,32}"),
+            limits in proptest::option::of(prop_oneof![
+                ".{0,48}".boxed(),
+                Just(r#"{"call_deadline_ms": 50}"#.to_owned()).boxed(),
+                Just(r#"{"call_deadline_ms": 0}"#.to_owned()).boxed(),
+            ]),
         ) {
             let mut query = HashMap::new();
             if let Some(config) = &config {
@@ -181,11 +207,17 @@ mod tests {
             if let Some(name) = &name {
                 query.insert("name".to_owned(), name.clone());
             }
+            if let Some(limits) = &limits {
+                query.insert("limits".to_owned(), limits.clone());
+            }
+            let limits_ok = limits
+                .as_deref()
+                .is_none_or(|limits| SandboxLimits::default().with_overrides(limits).is_ok());
             let config_is_json = config
                 .as_deref()
                 .is_none_or(|config| serde_json::from_str::<Value>(config).is_ok());
-            let taken = upload(&query, Bytes::from(body.clone())).is_ok();
-            prop_assert_eq!(taken, !body.is_empty() && config_is_json);
+            let taken = upload(&SandboxLimits::default(), &query, Bytes::from(body.clone())).is_ok();
+            prop_assert_eq!(taken, !body.is_empty() && config_is_json && limits_ok);
         }
     }
 }

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use vigil_policy_runtime::scenarios::{self, CheckReport};
-use vigil_policy_runtime::{PolicyEngine, Sandbox};
+use vigil_policy_runtime::Sandbox;
 
 use crate::config::VigilConfig;
 use crate::startup::{policy_source, run_until_signal, Vigil};
@@ -256,7 +256,7 @@ fn apply_policy_args(
 fn check(args: CheckArgs) -> Result<()> {
     let mut config = load_config(args.config.as_ref())?;
     apply_policy_args(&mut config, args.plugin, args.policy_config);
-    let engine = PolicyEngine::new().context("starting the wasm engine")?;
+    let engine = config.policy.engine()?;
     let source = policy_source(&config)?;
     let plugin_config = config.policy.plugin_config_json()?;
     let mut sandbox = Sandbox::load(

@@ -93,7 +93,7 @@ impl VigilBuilder {
         config.validate()?;
         let engine = match engine {
             Some(engine) => engine,
-            None => PolicyEngine::new().context("starting the wasm engine")?,
+            None => config.policy.engine()?,
         };
         let (source, config_json) = match plugin {
             Some(plugin) => plugin,

@@ -87,7 +87,7 @@ async fn reload(host: &SessionHost, path: &Path, config_json: &str) {
     if source.sha256() == host.policy().info().sha256 {
         return; // touched, not changed
     }
-    if let Err(rejected) = host.swap_policy(source, config_json.to_owned()).await {
+    if let Err(rejected) = host.swap_policy(source, config_json.to_owned(), None).await {
         tracing::warn!(path = %path.display(), reason = %rejected, "changed policy file rejected");
     }
 }

@@ -1,0 +1,135 @@
+"""A small helper for Vigil policies written in Python.
+
+The host hands `assess` and `select_evictions` a batch as columns (one list
+per fact, element i of each describing session i), because columns cross
+the component boundary far faster than records. Authors usually want one
+record per session; `sessions(batch)` gives exactly that, like the Rust
+SDK's `SessionFacts`, without copying the columns.
+
+Also here: `verdict`, `keep`, `ping` and `evict` build the WIT's verdict
+and actions, `first_by_rank` picks sessions for `select_evictions`, and
+`log` writes to the host's log.
+"""
+
+from collections import namedtuple
+
+from wit_world.imports import types
+from wit_world.imports import log as _log
+
+U64_MAX = (1 << 64) - 1
+U32_MAX = (1 << 32) - 1
+
+Tier = types.Tier
+KEEP = types.Action_Keep()
+PING = types.Action_Ping()
+
+
+# The batch's columns, in the order a `Session` holds them. Three may be
+# unknown; their raw columns end in `_raw` and a property gives `None`.
+_COLUMNS = (
+    "id",
+    "client_class",
+    "age_ms",
+    "idle_ms",
+    "app_idle_ms",
+    "since_pong_ms_raw",
+    "outstanding_pings",
+    "oldest_ping_ms",
+    "pong_overdue",
+    "last_rtt_ms_raw",
+    "send_errors",
+    "transport_errors",
+    "queued_bytes",
+    "queued_frames",
+    "backlog_ms",
+    "dropped_frames",
+    "tier",
+    "tcp_rtt_us_raw",
+    "tcp_rttvar_us",
+    "tcp_total_retransmits",
+    "tcp_unacked",
+    "tcp_last_data_recv_ms",
+)
+
+
+class Session(namedtuple("SessionColumns", _COLUMNS)):
+    """One session of a batch, every fact a field (`s.age_ms`,
+    `s.pong_overdue`, `s.client_class`, ...). The WIT spells "unknown" as
+    the type's maximum; `since_pong_ms`, `last_rtt_ms` and `tcp_rtt_us`
+    give `None` for it."""
+
+    __slots__ = ()
+
+    @property
+    def since_pong_ms(self):
+        return None if self.since_pong_ms_raw == U64_MAX else self.since_pong_ms_raw
+
+    @property
+    def last_rtt_ms(self):
+        return None if self.last_rtt_ms_raw == U32_MAX else self.last_rtt_ms_raw
+
+    @property
+    def tcp_rtt_us(self):
+        return None if self.tcp_rtt_us_raw == U32_MAX else self.tcp_rtt_us_raw
+
+
+def sessions(batch):
+    """One `Session` per session of the batch, in the batch's order. Built
+    by zipping the columns, so it costs a tuple per session, not a call per
+    fact."""
+    classes = batch.classes
+    client_class = [classes[index] for index in batch.class_index]
+    rows = zip(
+        batch.id,
+        client_class,
+        batch.age_ms,
+        batch.idle_ms,
+        batch.app_idle_ms,
+        batch.since_pong_ms,
+        batch.outstanding_pings,
+        batch.oldest_ping_ms,
+        batch.pong_overdue,
+        batch.last_rtt_ms,
+        batch.send_errors,
+        batch.transport_errors,
+        batch.queued_bytes,
+        batch.queued_frames,
+        batch.backlog_ms,
+        batch.dropped_frames,
+        batch.tier,
+        batch.tcp_rtt_us,
+        batch.tcp_rttvar_us,
+        batch.tcp_total_retransmits,
+        batch.tcp_unacked,
+        batch.tcp_last_data_recv_ms,
+    )
+    return list(map(Session._make, rows))
+
+
+def evict(reason, close_code):
+    """The action that closes a session with `reason` and `close_code`."""
+    return types.Action_Evict(types.Eviction(reason=reason, close_code=close_code))
+
+
+def verdict(session, health, tier, action, reassess_in_ms):
+    """The verdict for `session`: health 0-100, its tier, what to do, and
+    when to assess it again at the latest."""
+    return types.Verdict(
+        session=session.id,
+        health=max(0, min(100, int(health))),
+        tier=tier,
+        action=action,
+        reassess_in_ms=int(reassess_in_ms),
+    )
+
+
+def first_by_rank(batch, excess, rank):
+    """The ids of the `excess` sessions with the lowest `rank(session)`;
+    ties go to the lower id, so the choice is deterministic."""
+    ranked = sorted(sessions(batch), key=lambda session: (rank(session), session.id))
+    return [session.id for session in ranked[:excess]]
+
+
+def log(message, level=_log.Level.INFO):
+    """A line in the host's log, tagged with the plugin's name."""
+    _log.log(level, message)
