@@ -5,13 +5,16 @@
 #
 #   bench/cluster.sh                 # N = 10 000 sessions
 #   N=2000 bench/cluster.sh          # smaller
+#   ONLY=fanout bench/cluster.sh     # only the fan-out rows (1 and 2)
 #
 # Measures, each printed as one `figure:` line:
 #   1. publish latency, sessions on node b and the publish on node a, at 1
 #      and at N sessions; the same with node a alone in single-node mode;
 #   2. fan-out deliveries per second, N sessions: single-node mode, one
 #      cluster node publishing to its own sessions, and every delivery
-#      across nodes; Redis CPU during the cross-node round;
+#      across nodes, and N sessions shared by two nodes (every other one
+#      on each) published on one of them; Redis CPU during the cross-node
+#      round;
 #   3. RSS per idle session, cluster mode on and off;
 #   4. time for a survivor to drop a kill -9'd node holding N sessions;
 #   5. time for the cluster to be whole again after Redis restarts empty,
@@ -83,6 +86,9 @@ echo "figure: Redis CPU during that fan-out: $(( TICKS_AFTER - TICKS_BEFORE )) t
 target/release/vigil-load fanout --host "$A" --control "$A" --sessions "$N" --messages 20 > "$WORK/local.json"
 echo "figure: same-node fan-out in cluster mode, $N sessions on a, published on a: $(pick "$WORK/local.json" '"%.0f deliveries/s, latency ms %s" % (d["deliveries_per_sec"], d["latency_ms"])')"
 
+target/release/vigil-load fanout --host "$A" --also-host "$B" --control "$A" --sessions "$N" --messages 20 > "$WORK/split.json"
+echo "figure: fan-out, $N sessions shared by nodes a and b, published on a: $(pick "$WORK/split.json" '"%.0f deliveries/s, latency ms %s, delivered %d of %d" % (d["deliveries_per_sec"], d["latency_ms"], d["delivered"], d["expected"])')"
+
 # Single-node mode beside it.
 S_PID=$(start_node s "$S_PORT" single)
 PIDS+=("$S_PID")
@@ -90,6 +96,7 @@ target/release/vigil-load fanout --host "$S" --sessions 1 --messages 200 --inter
 echo "figure: single-node latency, 1 session, ms: $(pick "$WORK/slat1.json" 'd["latency_ms"]')"
 target/release/vigil-load fanout --host "$S" --sessions "$N" --messages 20 > "$WORK/single.json"
 echo "figure: single-node fan-out, $N sessions: $(pick "$WORK/single.json" '"%.0f deliveries/s, latency ms %s" % (d["deliveries_per_sec"], d["latency_ms"])')"
+[ "${ONLY:-}" = fanout ] && exit 0
 
 # 3. Memory per idle session, cluster on and off, on fresh nodes (the
 # allocator keeps what earlier rounds grew, so a used node would read low).

@@ -87,6 +87,10 @@ enum Mode {
         /// fan-out, so each is measured on its own).
         #[arg(long, default_value_t = 200)]
         interval_ms: u64,
+        /// Open every other session on this address instead: another node
+        /// of the same cluster, so two nodes share the sessions.
+        #[arg(long, value_name = "ADDR")]
+        also_host: Option<SocketAddr>,
     },
     /// Time SIGKILL-to-removal over N client processes, one at a time.
     KillLatency {
@@ -177,9 +181,14 @@ async fn main() -> Result<()> {
             messages,
             bytes,
             interval_ms,
+            also_host,
         } => {
+            if also_host.is_some_and(|host| !host.ip().is_loopback()) {
+                anyhow::bail!("--also-host must be a loopback address");
+            }
             fanout::run(
                 &server.target()?,
+                also_host,
                 sessions.min(19_000),
                 messages.min(10_000),
                 bytes.max(32),

@@ -38,10 +38,13 @@ struct Throughput {
     last_ns: AtomicU64,
 }
 
-/// Opens `sessions`, publishes `messages` back to back, then `messages`
-/// more `interval` apart, waiting up to `limit` for each round.
+/// Opens `sessions` (every other one on `also`, when given: a second node
+/// of the same cluster), publishes `messages` back to back, then
+/// `messages` more `interval` apart, waiting up to `limit` for each round.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     target: &Target,
+    also: Option<std::net::SocketAddr>,
     sessions: usize,
     messages: usize,
     bytes: usize,
@@ -49,15 +52,18 @@ pub async fn run(
     limit: Duration,
 ) -> Result<Value> {
     let epoch = Instant::now();
-    let url = target.ws_url();
     let semaphore = Arc::new(Semaphore::new(200));
     let throughput = Arc::new(Throughput::default());
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Duration>>();
     for n in 0..sessions {
         let permit = Arc::clone(&semaphore).acquire_owned().await?;
-        let (opened, done, url, host) =
-            (opened_tx.clone(), done_tx.clone(), url.clone(), target.ws);
+        let host = match also {
+            Some(other) if n % 2 == 1 => other,
+            _ => target.ws,
+        };
+        let url = format!("ws://{host}/ws");
+        let (opened, done) = (opened_tx.clone(), done_tx.clone());
         let throughput = Arc::clone(&throughput);
         tokio::spawn(async move {
             let socket = open(host, &url, source_for(n, 2)).await;
@@ -160,6 +166,7 @@ pub async fn run(
     Ok(json!({
         "mode": "fanout",
         "sessions": sessions,
+        "split_over_two_hosts": also.is_some(),
         "messages": messages,
         "bytes": bytes,
         "accepted": accepted,
