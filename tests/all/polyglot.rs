@@ -511,3 +511,59 @@ fn the_python_walkthrough_works_as_written() {
 fn the_javascript_walkthrough_works_as_written() {
     run_walkthrough("js");
 }
+
+/// A host serving a hostile plugin armed by its own sessions' class: every
+/// batch faults, and the host still serves, pings and evicts.
+async fn the_host_keeps_serving_beside(language: &str, how: &str) {
+    let mut config = fast_config();
+    config.sessions.default_class = "poison".to_owned();
+    let plugin = polyglot_bytes(&format!("test-plugins/{language}-hostile"));
+    let plugin_config =
+        format!(r#"{{"misbehave": "{how}", "in": "assess", "trigger_class": "poison"}}"#);
+    let server = start_host(config, &plugin, &plugin_config).await;
+    let address = server.address;
+    let mut live = WsClient::connect(address, "", &["--send-every-ms", "200"]);
+    let frozen = WsClient::connect(address, "", &[]);
+    frozen.signal("STOP");
+    // The built-in policy decides in the plugin's place: the frozen client
+    // still goes, the live one stays and hears a publish.
+    assert!(
+        sessions_become(address, 1, Duration::from_secs(8)).await,
+        "{language} {how}: the frozen client outlived the faulting plugin"
+    );
+    let published = http(
+        address,
+        "POST",
+        "/publish",
+        Some(r#"{"to": "all", "data": "still here"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(
+        published.json["delivered"], 1,
+        "{language} {how}: {}",
+        published.text
+    );
+    assert_eq!(
+        live.wait_for_line("message", Duration::from_secs(5))
+            .as_deref(),
+        Some("message still here")
+    );
+    let health = http(address, "GET", "/healthz", None, None).await.json;
+    assert!(
+        health["policy"]["fallback_batches"].as_u64().unwrap_or(0) >= 1,
+        "{language} {how}: {health}"
+    );
+    frozen.signal("CONT");
+    crate::support::shut_down(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_keeps_serving_beside_a_looping_python_plugin() {
+    the_host_keeps_serving_beside("python", "loop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_keeps_serving_beside_a_memory_bombing_javascript_plugin() {
+    the_host_keeps_serving_beside("js", "memory").await;
+}
