@@ -14,6 +14,7 @@ mod hot_swap;
 mod liveness;
 mod loading;
 mod onebot;
+mod policy_test;
 mod policy_thread;
 mod polyglot;
 mod real_clients;

@@ -20,6 +20,7 @@
 //! - [`swap`]: validating a candidate before it may replace the running one.
 //! - [`shadow`]: running a candidate beside the active policy and comparing.
 //! - [`scenarios`]: the built-in table behind `vigil policy check`.
+//! - [`scenario_file`]: `vigil policy test`, scenario files with expectations.
 
 pub mod batching;
 mod bindings;
@@ -32,6 +33,7 @@ pub mod json;
 pub mod limits;
 pub mod output;
 pub mod sandbox;
+pub mod scenario_file;
 pub mod scenarios;
 pub mod shadow;
 pub mod supervisor;

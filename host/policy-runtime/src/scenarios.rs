@@ -31,7 +31,7 @@ const MINUTE: u64 = 60 * SECOND;
 
 /// A session that has been connected for a while and is doing fine; each
 /// scenario changes what makes it different.
-fn established(id: SessionId) -> SessionFacts {
+pub(crate) fn established(id: SessionId) -> SessionFacts {
     SessionFacts {
         age_ms: 20 * MINUTE,
         idle_ms: 2 * SECOND,

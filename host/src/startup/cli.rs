@@ -183,6 +183,39 @@ pub enum PolicyCommand {
     /// Load a plugin, run the built-in scenarios through it and print its
     /// verdicts; exits non-zero if it fails to load or breaks the contract.
     Check(CheckArgs),
+    /// Run a scenario file (what the policy must do, case by case) against
+    /// a plugin; one line per case, the differences of each failure, and a
+    /// non-zero exit when any case fails.
+    Test(TestArgs),
+}
+
+/// `vigil policy test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The plugin under test.
+    #[arg(value_name = "FILE.wasm")]
+    pub plugin: PathBuf,
+    /// The scenario file (TOML: `[[scenario]]` and `[[selection]]` tables).
+    #[arg(value_name = "SCENARIOS.toml")]
+    pub scenarios: PathBuf,
+    /// JSON file handed to the plugin's `configure`.
+    #[arg(long, value_name = "FILE.json")]
+    pub policy_config: Option<PathBuf>,
+    /// Configuration file whose [policy] limits and config apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `text` (default) or `junit` (JUnit XML on stdout, for CI).
+    #[arg(long, value_enum, default_value_t = TestFormat::Text)]
+    pub format: TestFormat,
+}
+
+/// How `vigil policy test` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestFormat {
+    /// One line per case.
+    Text,
+    /// JUnit XML.
+    Junit,
 }
 
 /// `vigil policy check`.
@@ -208,6 +241,7 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve(*args),
             Command::Policy(PolicyCommand::Check(args)) => check(args),
+            Command::Policy(PolicyCommand::Test(args)) => test(args),
         }
     }
 }
@@ -253,20 +287,50 @@ fn apply_policy_args(
     }
 }
 
-fn check(args: CheckArgs) -> Result<()> {
-    let mut config = load_config(args.config.as_ref())?;
-    apply_policy_args(&mut config, args.plugin, args.policy_config);
+/// The plugin the `policy` commands work on: the config file's, with the
+/// command line's plugin and plugin config over it, loaded as the host
+/// loads it.
+fn load_plugin(
+    config_file: Option<&PathBuf>,
+    plugin: Option<PathBuf>,
+    policy_config: Option<PathBuf>,
+) -> Result<Sandbox> {
+    let mut config = load_config(config_file)?;
+    apply_policy_args(&mut config, plugin, policy_config);
     let engine = config.policy.engine()?;
     let source = policy_source(&config)?;
     let plugin_config = config.policy.plugin_config_json()?;
-    let mut sandbox = Sandbox::load(
+    Ok(Sandbox::load(
         &engine,
         &source,
         &plugin_config,
         config.policy.limits.clone(),
-    )?;
+    )?)
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let mut sandbox = load_plugin(args.config.as_ref(), args.plugin, args.policy_config)?;
     let report: CheckReport = scenarios::run_full_check(&mut sandbox, args.capacity_sessions)?;
     println!("{report}");
+    Ok(())
+}
+
+fn test(args: TestArgs) -> Result<()> {
+    use vigil_policy_runtime::scenario_file::{junit, run_file, ScenarioFile, TextReport};
+    let text = std::fs::read_to_string(&args.scenarios)
+        .with_context(|| format!("cannot read {}", args.scenarios.display()))?;
+    let file = ScenarioFile::parse(&text)
+        .with_context(|| format!("scenario file {}", args.scenarios.display()))?;
+    let mut sandbox = load_plugin(args.config.as_ref(), Some(args.plugin), args.policy_config)?;
+    let results = run_file(&mut sandbox, &file);
+    match args.format {
+        TestFormat::Text => println!("{}", TextReport(&results)),
+        TestFormat::Junit => print!("{}", junit(sandbox.name(), &results)),
+    }
+    let failed = results.iter().filter(|result| !result.passed()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} scenarios failed", results.len());
+    }
     Ok(())
 }
 
