@@ -39,7 +39,7 @@ pub fn engine() -> &'static PolicyEngine {
             Ok(engine) => engine,
             Err(error) => panic!("cannot start the wasm engine: {error:#}"),
         };
-        let dir = cache_home().join("vigil").join("compiled");
+        let dir = vigil::core::config::compile_cache_under(&cache_home());
         match engine.with_compile_cache(&dir) {
             Ok(engine) => engine,
             Err(error) => panic!("cannot open the compile cache {}: {error}", dir.display()),

@@ -126,11 +126,6 @@ impl PolicyEngine {
         Ok(self)
     }
 
-    /// The on-disk cache's directory, if there is one.
-    pub fn compile_cache_dir(&self) -> Option<&Path> {
-        self.disk.as_deref().map(CompileCache::dir)
-    }
-
     /// Compiles a component, or takes it from memory or from disk.
     fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<(Component, Compiled)> {
         let cached = self
@@ -628,17 +623,17 @@ impl Sandbox {
         sessions: &[SessionFacts],
     ) -> Result<Vec<Verdict>, CallFault> {
         self.clock.set(now_ms);
-        if sessions.is_empty() {
-            return self.assess_call(now_ms, sessions);
-        }
+        // At least one call, so an empty batch reaches the plugin too.
         let mut verdicts = Vec::with_capacity(sessions.len());
         let mut rest = sessions;
-        while !rest.is_empty() {
+        loop {
             let (chunk, after) = rest.split_at(self.batch.sessions_per_call().min(rest.len()));
             verdicts.extend(self.assess_call(now_ms, chunk)?);
+            if after.is_empty() {
+                return Ok(verdicts);
+            }
             rest = after;
         }
-        Ok(verdicts)
     }
 
     /// One guest `assess` call, measured for the batch cap.

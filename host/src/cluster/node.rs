@@ -842,10 +842,12 @@ impl Shared {
     /// cluster's counts, and, when needed, a re-write of every local
     /// identity.
     async fn heartbeat(&self) -> Result<(), String> {
+        let local_sessions = self.host.session_count() as u64;
+        let local_app_frames = self.host.app_frames();
         let record = json!({
             "node": self.node,
-            "sessions": self.host.session_count(),
-            "app_frames": self.host.app_frames(),
+            "sessions": local_sessions,
+            "app_frames": local_app_frames,
         })
         .to_string();
         let mut round = redis::pipe();
@@ -877,8 +879,8 @@ impl Shared {
         }
         let mut peers = Vec::new();
         let mut dead = Vec::new();
-        let mut sessions = self.host.session_count() as u64;
-        let mut app_frames = self.host.app_frames();
+        let mut sessions = local_sessions;
+        let mut app_frames = local_app_frames;
         for (node, record) in others.into_iter().zip(records) {
             match record {
                 Some(record) => {

@@ -388,6 +388,12 @@ impl Default for PolicyConfig {
     }
 }
 
+/// The compile cache's directory under a cache home (`$XDG_CACHE_HOME`):
+/// one layout for the host and for the tests that share its cache.
+pub fn compile_cache_under(cache_home: &std::path::Path) -> PathBuf {
+    cache_home.join("vigil").join("compiled")
+}
+
 impl PolicyConfig {
     /// The compile cache's directory, when there is to be one.
     pub fn compile_cache_path(&self) -> Option<PathBuf> {
@@ -405,7 +411,7 @@ impl PolicyConfig {
                     .filter(|dir| !dir.is_empty())
                     .map(|home| PathBuf::from(home).join(".cache"))
             })?;
-        Some(base.join("vigil").join("compiled"))
+        Some(compile_cache_under(&base))
     }
 
     /// The process's wasm engine, with the compile cache when configured.
