@@ -567,3 +567,26 @@ async fn the_host_keeps_serving_beside_a_looping_python_plugin() {
 async fn the_host_keeps_serving_beside_a_memory_bombing_javascript_plugin() {
     the_host_keeps_serving_beside("js", "memory").await;
 }
+
+#[test]
+fn an_overrun_is_retried_at_the_smaller_batch_size_instead_of_costing_the_batch() {
+    // Loops on any call of more than 20 sessions: the first call (50)
+    // overruns, the cap halves to 25, that overruns too, and at 16 the
+    // plugin answers. The batch is the plugin's, not the fallback's.
+    let plugin = polyglot_bytes("test-plugins/python-hostile");
+    let config = r#"{"misbehave": "loop", "in": "assess", "batch_above": 20}"#;
+    let sandbox = match load_with_limits("python-slow", &plugin, config, SandboxLimits::default()) {
+        Ok(sandbox) => sandbox,
+        Err(error) => panic!("should load: {error}"),
+    };
+    let mut supervisor = Supervisor::new(sandbox, SupervisorConfig::default());
+    let outcome = supervisor.assess(1_000, &generated_facts(50, 13));
+    assert_eq!(outcome.source, VerdictSource::Plugin);
+    assert_eq!(outcome.verdicts.len(), 50);
+    assert!(
+        outcome.verdicts.iter().all(|v| v.health == 100),
+        "the plugin's verdicts"
+    );
+    assert_eq!(supervisor.stats().total_faults(), 0);
+    assert_eq!(supervisor.sandbox().batch_cap().sessions_per_call(), 16);
+}

@@ -9,7 +9,8 @@
 //! every call of [`MEASURED_FROM`] sessions or more updates an average cost
 //! per session, and the cap is the number of sessions that fills
 //! [`DEADLINE_SHARE`] of the deadline at that cost. A call that still hits
-//! the deadline halves the cap at once.
+//! the deadline halves the cap at once, and the sandbox retries it at the
+//! smaller size; only an overrun at [`MIN_CAP`] is a fault.
 
 use std::time::Duration;
 

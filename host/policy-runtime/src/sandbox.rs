@@ -627,8 +627,25 @@ impl Sandbox {
         let mut verdicts = Vec::with_capacity(sessions.len());
         let mut rest = sessions;
         loop {
-            let (chunk, after) = rest.split_at(self.batch.sessions_per_call().min(rest.len()));
-            verdicts.extend(self.assess_call(now_ms, chunk)?);
+            let cap = self.batch.sessions_per_call();
+            let (chunk, after) = rest.split_at(cap.min(rest.len()));
+            match self.assess_call(now_ms, chunk) {
+                Ok(answer) => verdicts.extend(answer),
+                // An overrun that halved the cap is retried, on a fresh
+                // instance, at the smaller size: a busy machine's pause
+                // costs a retry, not the batch. A plugin that overruns
+                // down to the smallest size is a fault.
+                Err(fault)
+                    if fault.kind == FaultKind::Deadline
+                        && self.batch.sessions_per_call() < cap =>
+                {
+                    if self.restart().is_err() {
+                        return Err(fault);
+                    }
+                    continue;
+                }
+                Err(fault) => return Err(fault),
+            }
             if after.is_empty() {
                 return Ok(verdicts);
             }

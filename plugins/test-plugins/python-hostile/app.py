@@ -4,7 +4,8 @@ Config: {"misbehave": "loop" | "memory" | "trap" | "none", "in": "assess" |
 "configure", "trigger_class": "..."}. `loop` never returns, `memory`
 allocates until it is stopped, `trap` raises (an uncaught exception in an
 export is a trap). With `trigger_class`, `assess` misbehaves only on
-batches holding a session of that class. Otherwise every session is kept.
+batches holding a session of that class; with `batch_above`, only on
+batches of more sessions than that. Otherwise every session is kept.
 """
 
 import json
@@ -41,7 +42,12 @@ class Policy(exports.Policy):
 
     def assess(self, now_ms, batch):
         trigger = SETTINGS.get("trigger_class")
-        if SETTINGS.get("in", "assess") == "assess" and (trigger is None or trigger in batch.classes):
+        above = SETTINGS.get("batch_above", -1)
+        if (
+            SETTINGS.get("in", "assess") == "assess"
+            and (trigger is None or trigger in batch.classes)
+            and len(batch.id) > above
+        ):
             misbehave(SETTINGS.get("misbehave", "none"))
         return [
             types.Verdict(session=id, health=100, tier=types.Tier.REGULAR, action=types.Action_Keep(), reassess_in_ms=5000)
