@@ -70,8 +70,8 @@ fn infinite_loop_is_cut_at_its_deadline() {
     let took = survives("loop", FaultKind::Deadline);
     let deadline = SandboxLimits::default().call_deadline;
     assert!(took >= deadline, "cut before its deadline: {took:?}");
-    // The epoch ticks every millisecond; the rest is fallback work and a
-    // loaded 2-core machine (BENCHMARKS.md has the figure). Half the 1 s
+    // The watchdog wakes at the deadline itself; the rest is fallback work
+    // and a loaded 2-core machine (BENCHMARKS.md has the figure). Half the 1 s
     // init deadline: a call that ran on the wrong clock would pass it.
     assert!(
         took < deadline + Duration::from_millis(480),

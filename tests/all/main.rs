@@ -18,6 +18,7 @@ mod policy_test;
 mod policy_thread;
 mod polyglot;
 mod real_clients;
+mod replay;
 mod robustness;
 mod security;
 mod support;

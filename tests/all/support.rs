@@ -118,6 +118,8 @@ pub struct HttpResponse {
     pub json: Value,
     /// The body as text.
     pub text: String,
+    /// The body's bytes (a binary download).
+    pub body: Vec<u8>,
 }
 
 /// One request with `Connection: close`; `token` goes in a Bearer header.
@@ -167,6 +169,11 @@ pub async fn http_bytes(
 impl HttpResponse {
     /// A raw HTTP/1.1 response read to its end: status line, headers, body.
     pub fn parse(raw: &[u8]) -> HttpResponse {
+        let body = raw
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .map(|end| raw[end + 4..].to_vec())
+            .unwrap_or_default();
         let raw = String::from_utf8_lossy(raw);
         let status = raw
             .split_whitespace()
@@ -178,7 +185,12 @@ impl HttpResponse {
             .map(|(_, body)| body.to_owned())
             .unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        HttpResponse { status, json, text }
+        HttpResponse {
+            status,
+            json,
+            text,
+            body,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`sandbox`]: wasmtime engine, component loading, one sandboxed instance.
 //! - [`compile_cache`]: compiled plugins on disk, checked before use.
 //! - [`limits`]: the deadline, memory and instance caps a plugin runs under.
+//! - `watchdog`: enforces call deadlines, asleep while no call runs.
 //! - [`batching`]: how many sessions one guest call carries.
 //! - [`output`]: where a plugin's log lines and stdout/stderr go.
 //! - [`fault`]: how a plugin call can fail.
@@ -21,6 +22,9 @@
 //! - [`shadow`]: running a candidate beside the active policy and comparing.
 //! - [`scenarios`]: the built-in table behind `vigil policy check`.
 //! - [`scenario_file`]: `vigil policy test`, scenario files with expectations.
+//! - [`trace`]: recorded traces of the active policy's calls, read safely.
+//! - [`recorder`]: recording them, off the policy thread.
+//! - [`replay`]: `vigil policy replay`, a candidate run over a trace.
 
 pub mod batching;
 mod bindings;
@@ -32,6 +36,8 @@ pub mod fault;
 pub mod json;
 pub mod limits;
 pub mod output;
+pub mod recorder;
+pub mod replay;
 pub mod sandbox;
 pub mod scenario_file;
 pub mod scenarios;
@@ -39,6 +45,8 @@ pub mod shadow;
 pub mod supervisor;
 pub mod swap;
 pub mod thread;
+pub mod trace;
+mod watchdog;
 pub mod worker;
 
 /// The plugin-facing types, shared with plugins written in Rust.

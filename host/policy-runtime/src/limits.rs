@@ -13,8 +13,10 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxLimits {
-    /// Wall-clock budget of one `assess`, `on-events` or `select-evictions`
-    /// call. Default 20 ms.
+    /// Budget of one `assess`, `on-events` or `select-evictions` call, in
+    /// the calling thread's CPU time: a call the machine keeps off the CPU
+    /// is not charged for it, up to four times the budget in wall-clock
+    /// time (`crate::watchdog`). Default 20 ms.
     #[serde(rename = "call_deadline_ms", with = "millis")]
     pub call_deadline: Duration,
     /// Sessions per `assess` call at most; a larger batch is split into

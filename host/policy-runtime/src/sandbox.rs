@@ -15,17 +15,17 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::batching::{self, BatchCap};
 use crate::clock::CallClock;
 use crate::compile_cache::{CompileCache, Compiled};
+use crate::watchdog::{CallBudget, Watchdog};
 
 use super::bindings;
 use super::bindings::{PolicyPlugin, PolicyPluginPre};
@@ -35,18 +35,16 @@ use super::limits::{Limiter, SandboxLimits};
 use super::output::{PluginLevel, PluginOutput};
 use vigil_policy_sdk::{Event, SessionFacts, SessionId, Verdict};
 
-/// How often the epoch ticker advances: the resolution of call deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
-
 /// The name of the interface a plugin must export, as the error messages say it.
 const POLICY_EXPORT: &str = "vigil:policy/policy@0.1.0";
 
 /// The process-wide wasmtime engine: compilation settings, epoch-based
-/// interruption and its ticker thread, and the linker every plugin is
+/// interruption and its [`Watchdog`], and the linker every plugin is
 /// instantiated against. Cheap to clone.
 #[derive(Clone)]
 pub struct PolicyEngine {
     engine: Engine,
+    watchdog: Watchdog,
     linker: Arc<Linker<StoreState>>,
     compiled: Arc<Mutex<CompiledCache>>,
     disk: Option<Arc<CompileCache>>,
@@ -86,8 +84,9 @@ impl fmt::Debug for PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// Creates the engine and starts its epoch ticker, which stops by itself
-    /// once every clone of the engine is gone.
+    /// Creates the engine and starts its deadline watchdog, which sleeps
+    /// while no call runs and stops by itself once every clone of the
+    /// engine is gone.
     pub fn new() -> anyhow::Result<Self> {
         let mut config = Config::new();
         config
@@ -100,19 +99,11 @@ impl PolicyEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
 
-        let weak = engine.weak();
-        thread::Builder::new()
-            .name("vigil-epoch".to_owned())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    thread::sleep(EPOCH_TICK);
-                }
-            })?;
+        let watchdog = Watchdog::start(&engine)?;
 
         Ok(PolicyEngine {
             engine,
+            watchdog,
             linker: Arc::new(linker),
             compiled: Arc::default(),
             disk: None,
@@ -296,6 +287,8 @@ pub(crate) struct StoreState {
     table: ResourceTable,
     limiter: Limiter,
     output: PluginOutput,
+    /// The guest call in progress, if any: what the epoch callback asks.
+    call: Option<CallBudget>,
 }
 
 impl WasiView for StoreState {
@@ -514,7 +507,7 @@ impl Sandbox {
         self.instances_started += 1;
         // `configure` has no `now-ms`; it sees time zero.
         self.clock.set(0);
-        store.set_epoch_deadline(ticks(self.limits.init_deadline));
+        self.begin_call(&mut store, self.limits.init_deadline);
         let plugin = match self.pre.instantiate(&mut store) {
             Ok(plugin) => plugin,
             Err(error) => return Err(classify(&store, error)),
@@ -522,6 +515,7 @@ impl Sandbox {
         let configured = plugin
             .vigil_policy_policy()
             .call_configure(&mut store, &self.config_json);
+        store.data_mut().call = None;
         self.output.flush_partial_lines();
         match configured {
             Ok(Ok(())) => {
@@ -558,11 +552,24 @@ impl Sandbox {
                 table: ResourceTable::new(),
                 limiter: Limiter::new(&self.limits),
                 output: self.output.clone(),
+                call: None,
             },
         );
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        // Each time the watchdog advances the epoch, the call in progress
+        // decides: stop (its budget is spent) or carry on.
+        store.epoch_deadline_callback(|mut context| match context.data_mut().call.as_mut() {
+            Some(call) => call.on_epoch(),
+            None => Ok(UpdateDeadline::Continue(1)),
+        });
         store
+    }
+
+    /// Gives the next guest call on `store` `budget` of CPU time: armed
+    /// with the watchdog, interrupted at the next epoch it advances.
+    fn begin_call(&self, store: &mut Store<StoreState>, budget: Duration) {
+        store.data_mut().call = Some(CallBudget::start(&self.engine.watchdog, budget));
+        store.set_epoch_deadline(1);
     }
 }
 
@@ -600,9 +607,13 @@ impl Sandbox {
                 detail: "no live instance (the last restart failed)".to_owned(),
             });
         };
-        live.store
-            .set_epoch_deadline(ticks(self.limits.call_deadline));
+        live.store.data_mut().call = Some(CallBudget::start(
+            &self.engine.watchdog,
+            self.limits.call_deadline,
+        ));
+        live.store.set_epoch_deadline(1);
         let result = f(&mut live.store, &live.plugin);
+        live.store.data_mut().call = None;
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
@@ -780,11 +791,4 @@ impl Sandbox {
             )
         })
     }
-}
-
-/// Epoch ticks for a deadline, rounded up, plus one because the current tick
-/// may be about to end.
-fn ticks(deadline: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_micros().max(1);
-    (deadline.as_micros().div_ceil(tick) as u64).saturating_add(1)
 }

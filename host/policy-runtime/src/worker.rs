@@ -18,8 +18,10 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use vigil_policy_sdk::{Event, SessionFacts, SessionId};
 
+use super::recorder::{Recording, RecordingCaps, RecordingTap};
 use super::shadow::Shadow;
-use super::supervisor::{AssessOutcome, PolicyState, PolicyStats, Supervisor};
+use super::supervisor::{AssessOutcome, PolicyState, PolicyStats, Supervisor, VerdictSource};
+use super::trace::{RecordedPolicy, TraceHeader, TraceRecord};
 
 /// The policy thread has stopped (it only does when every handle is gone, or
 /// if it panicked, which the supervisor is there to prevent).
@@ -148,6 +150,12 @@ enum Request {
     ShadowReport {
         reply: oneshot::Sender<Option<Value>>,
     },
+    Record {
+        header: Box<TraceHeader>,
+        caps: RecordingCaps,
+        dir: std::path::PathBuf,
+        reply: oneshot::Sender<std::io::Result<Recording>>,
+    },
 }
 
 /// What the host knows about the active plugin without asking the policy
@@ -200,6 +208,7 @@ struct PolicyThread {
     previous: Option<Supervisor>,
     shadow: Option<Shadow>,
     published: Arc<ArcSwap<Active>>,
+    recording: Option<RecordingTap>,
 }
 
 impl PolicyThread {
@@ -214,20 +223,31 @@ impl PolicyThread {
                     let outcome = self.active.assess(now_ms, &sessions);
                     // The caller gets its verdicts before the shadow runs, so
                     // a candidate never slows the host down.
-                    let verdicts = self.shadow.is_some().then(|| outcome.verdicts.clone());
+                    let watched = self.shadow.is_some() || self.recording.is_some();
+                    let answered = watched.then(|| (outcome.verdicts.clone(), outcome.source));
                     let _ = reply.send(outcome);
-                    if let (Some(shadow), Some(verdicts)) = (self.shadow.as_mut(), verdicts) {
+                    let Some((verdicts, source)) = answered else {
+                        continue;
+                    };
+                    if let Some(shadow) = self.shadow.as_mut() {
                         let before = shadow.disagreements();
                         shadow.observe(now_ms, &sessions, &verdicts);
                         self.shadow_disagreements
                             .fetch_add(shadow.disagreements() - before, Ordering::Relaxed);
                     }
+                    self.record(|| TraceRecord::Assess {
+                        now_ms,
+                        sessions,
+                        verdicts,
+                        source: source_name(source),
+                    });
                 }
                 Request::Events(events) => {
                     self.active.on_events(&events);
                     if let Some(shadow) = self.shadow.as_mut() {
                         shadow.on_events(&events);
                     }
+                    self.record(|| TraceRecord::OnEvents { events });
                 }
                 Request::SelectEvictions {
                     now_ms,
@@ -235,9 +255,20 @@ impl PolicyThread {
                     excess,
                     reply,
                 } => {
-                    let _ = reply.send(self.active.select_evictions(now_ms, &sessions, excess));
+                    let chosen = self.active.select_evictions(now_ms, &sessions, excess);
+                    let recorded = self.recording.is_some().then(|| chosen.clone());
+                    let _ = reply.send(chosen);
+                    if let Some(chosen) = recorded {
+                        self.record(|| TraceRecord::SelectEvictions {
+                            now_ms,
+                            excess,
+                            sessions,
+                            chosen,
+                        });
+                    }
                 }
                 Request::Swap { candidate, reply } => {
+                    self.end_recording("policy-changed");
                     let old = std::mem::replace(&mut self.active, *candidate);
                     let retired = self.previous.replace(old);
                     self.publish();
@@ -249,6 +280,7 @@ impl PolicyThread {
                 Request::Rollback { reply } => {
                     let result = match self.previous.take() {
                         Some(previous) => {
+                            self.end_recording("policy-changed");
                             let newer = std::mem::replace(&mut self.active, previous);
                             self.previous = Some(newer);
                             self.publish();
@@ -265,6 +297,7 @@ impl PolicyThread {
                 Request::Promote { reply } => {
                     let (result, retired) = match self.shadow.take() {
                         Some(shadow) => {
+                            self.end_recording("policy-changed");
                             let old = std::mem::replace(&mut self.active, shadow.into_supervisor());
                             let retired = self.previous.replace(old);
                             self.publish();
@@ -288,7 +321,46 @@ impl PolicyThread {
                 Request::ShadowReport { reply } => {
                     let _ = reply.send(self.shadow.as_ref().map(Shadow::report));
                 }
+                Request::Record {
+                    mut header,
+                    caps,
+                    dir,
+                    reply,
+                } => {
+                    // The policy named in the header is the one whose
+                    // answers follow: both are read on this thread.
+                    self.end_recording("stopped");
+                    let sandbox = self.active.sandbox();
+                    header.policy = RecordedPolicy {
+                        name: sandbox.name().to_string(),
+                        sha256: sandbox.sha256().to_owned(),
+                        config_json: sandbox.config_json().to_owned(),
+                    };
+                    let started = Recording::start(*header, caps, &dir).map(|(recording, tap)| {
+                        self.recording = Some(tap);
+                        recording
+                    });
+                    let _ = reply.send(started);
+                }
             }
+        }
+        self.end_recording("host-stopped");
+    }
+
+    /// Hands a record to the recording, if one is running; the record is
+    /// only built when it is wanted.
+    fn record(&mut self, record: impl FnOnce() -> TraceRecord) {
+        let Some(tap) = self.recording.as_ref() else {
+            return;
+        };
+        if !tap.record(record()) {
+            self.recording = None;
+        }
+    }
+
+    fn end_recording(&mut self, reason: &str) {
+        if let Some(tap) = self.recording.take() {
+            tap.end(reason);
         }
     }
 
@@ -310,6 +382,7 @@ impl PolicyHandle {
             shadow: None,
             published: Arc::clone(&active),
             shadow_disagreements: Arc::clone(&shadow_disagreements),
+            recording: None,
         };
         thread::Builder::new()
             .name("vigil-policy".to_owned())
@@ -410,6 +483,24 @@ impl PolicyHandle {
         self.ask(|reply| Request::ShadowReport { reply }).await
     }
 
+    /// Starts recording the active policy's calls into a trace file in
+    /// `dir` (see [`crate::recorder`]); a recording in progress ends first.
+    /// `header.policy` is filled in with the active policy.
+    pub async fn record(
+        &self,
+        header: TraceHeader,
+        caps: RecordingCaps,
+        dir: std::path::PathBuf,
+    ) -> Result<std::io::Result<Recording>, WorkerGone> {
+        self.ask(|reply| Request::Record {
+            header: Box::new(header),
+            caps,
+            dir,
+            reply,
+        })
+        .await
+    }
+
     /// Call and fault counters of the active plugin.
     pub fn stats(&self) -> Arc<PolicyStats> {
         Arc::clone(&self.active.load().stats)
@@ -429,5 +520,14 @@ impl PolicyHandle {
     /// The active plugin's name and hash.
     pub fn info(&self) -> PluginInfo {
         self.active.load().info.clone()
+    }
+}
+
+/// How a trace names who answered a batch.
+fn source_name(source: VerdictSource) -> String {
+    match source {
+        VerdictSource::Plugin => "plugin".to_owned(),
+        VerdictSource::Fallback(kind) => format!("fallback:{kind}"),
+        VerdictSource::Disabled => "disabled".to_owned(),
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_policy_runtime::{SandboxLimits, SupervisorConfig};
 
 /// What the session host runs on: every section of `vigil.toml` but the
@@ -192,7 +192,7 @@ impl ServerConfig {
 }
 
 /// `[sessions]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
     /// Most sessions at once; beyond it the policy chooses whom to drop, or
@@ -239,7 +239,7 @@ impl Default for SessionsConfig {
 }
 
 /// When a tier pings and how long it waits for the pong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierTiming {
     /// Time between pings, ms.
@@ -261,7 +261,7 @@ impl TierTiming {
 }
 
 /// `[tiers]`: the host executes the tiers the policy chooses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TiersConfig {
     /// Default: ping every 5 s, pong timeout 5 s.

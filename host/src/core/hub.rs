@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
+use vigil_policy_runtime::recorder::Recording;
 use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, SessionFacts, SessionId};
 
 use crate::core::close_codes;
@@ -50,6 +51,8 @@ pub(crate) struct Hub {
     pub(crate) inbound: Arc<InboundBudget>,
     /// Told of sessions opening and leaving (cluster mode), once installed.
     pub(crate) observer: std::sync::OnceLock<Arc<dyn SessionObserver>>,
+    /// The current or last recording of the policy's calls.
+    pub(crate) recording: tokio::sync::Mutex<Option<Recording>>,
     started: Instant,
     events: mpsc::Sender<Event>,
     event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
@@ -113,6 +116,7 @@ impl Hub {
             registry: Registry::new(config.tiers),
             inbound: InboundBudget::new(config.server.inbound_budget_bytes),
             observer: std::sync::OnceLock::new(),
+            recording: tokio::sync::Mutex::new(None),
             config,
             policy,
             engine,
@@ -194,6 +198,7 @@ impl Hub {
         if let Some(observer) = self.observer.get() {
             observer.opened(&OpenedSession {
                 id: session.id,
+                peer: session.peer,
                 identity: session.identity.clone(),
                 identity_proven: session.identity_proven,
             });

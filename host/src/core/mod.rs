@@ -25,6 +25,8 @@ pub mod monitor;
 pub mod observer;
 /// Swap, rollback, shadow and promotion of the running policy.
 mod policy_changes;
+/// Recording the active policy's calls into a trace.
+mod recording;
 /// Live sessions by id and by client identity, and their schedule.
 mod registry;
 /// When each session next needs the shared tick.
@@ -41,5 +43,6 @@ pub use host::{
 };
 pub use hub::{PublishReport, Target, DRY_RUN_SESSIONS, REASSESS_SPREAD_TICKS};
 pub use policy_changes::SwapReport;
+pub use recording::RecordingError;
 pub use session::queue::Enqueued;
 pub use session::Endpoint;

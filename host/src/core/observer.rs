@@ -1,6 +1,8 @@
 //! The seam through which the rest of a cluster hears of this node's
 //! sessions: the core calls an observer, when one is installed, as sessions
-//! open and leave. Single-node mode installs none, and pays nothing.
+//! open and leave. Single-node mode installs none, and pays nothing; the
+//! test kit (`vigil-testkit`) installs one to learn sessions' ids and
+//! removal reasons.
 
 use vigil_policy_runtime::SessionId;
 
@@ -9,6 +11,8 @@ use vigil_policy_runtime::SessionId;
 pub struct OpenedSession {
     /// The node-local id.
     pub id: SessionId,
+    /// The client's address (after a trusted proxy's `X-Forwarded-For`).
+    pub peer: std::net::SocketAddr,
     /// The client's identity, if any.
     pub identity: Option<String>,
     /// Whether it was proven by a token.

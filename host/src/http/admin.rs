@@ -10,16 +10,22 @@
 //! - `PUT` / `DELETE /admin/policy/shadow`: start or stop a shadow candidate.
 //! - `GET /admin/policy/shadow/report`: disagreements, with samples.
 //! - `POST /admin/policy/shadow/promote`: make the shadow active.
+//! - `POST /admin/policy/recording` (`?max_seconds=`, `?max_bytes=`):
+//!   record the active policy's calls; `GET` its state, `DELETE` to stop.
+//! - `GET /admin/policy/recording/trace`: the finished trace
+//!   (gzip-compressed JSON lines), for `vigil policy replay`.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use vigil_policy_runtime::recorder::RecordingCaps;
 use vigil_policy_runtime::{ChangeError, PluginSource, RejectedCandidate, SandboxLimits};
 
 use crate::core::SessionHost;
@@ -41,6 +47,13 @@ pub fn router(host: SessionHost, token: &str) -> Router {
         )
         .route("/admin/policy/shadow/report", get(shadow_report))
         .route("/admin/policy/shadow/promote", post(promote))
+        .route(
+            "/admin/policy/recording",
+            post(start_recording)
+                .get(recording_status)
+                .delete(stop_recording),
+        )
+        .route("/admin/policy/recording/trace", get(recorded_trace))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
         .route_layer(middleware::from_fn_with_state(
             TokenCheck::header_only(token),
@@ -180,6 +193,58 @@ async fn shadow_report(State(host): State<SessionHost>) -> Result<Json<Value>, A
 async fn promote(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
     let report = host.promote_shadow().await.map_err(change_error)?;
     Ok(Json(json!(report)))
+}
+
+/// Recording caps from `?max_seconds=` and `?max_bytes=`, over the defaults.
+fn recording_caps(query: &HashMap<String, String>) -> Result<RecordingCaps, AppError> {
+    let mut caps = RecordingCaps::default();
+    let number = |name: &str| -> Result<Option<u64>, AppError> {
+        query
+            .get(name)
+            .map(|value| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| AppError::bad_request(format!("`{name}` must be a whole number")))
+            })
+            .transpose()
+    };
+    if let Some(seconds) = number("max_seconds")? {
+        caps.max_duration = std::time::Duration::from_secs(seconds);
+    }
+    if let Some(bytes) = number("max_bytes")? {
+        caps.max_bytes = bytes;
+    }
+    Ok(caps)
+}
+
+async fn start_recording(
+    State(host): State<SessionHost>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, AppError> {
+    let caps = recording_caps(&query)?;
+    Ok(Json(host.start_recording(caps).await?))
+}
+
+async fn recording_status(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
+    Ok(Json(host.recording_status().await?))
+}
+
+async fn stop_recording(State(host): State<SessionHost>) -> Result<Json<Value>, AppError> {
+    Ok(Json(host.stop_recording().await?))
+}
+
+async fn recorded_trace(State(host): State<SessionHost>) -> Result<impl IntoResponse, AppError> {
+    let trace = host.recorded_trace().await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"vigil-trace.jsonl.gz\"",
+            ),
+        ],
+        trace,
+    ))
 }
 
 #[cfg(test)]

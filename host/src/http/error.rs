@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::core::AcceptError;
+use crate::core::{AcceptError, RecordingError};
 
 /// An API error: a status and `{"error": "..."}`.
 #[derive(Debug)]
@@ -49,6 +49,19 @@ impl From<AcceptError> for AppError {
                 AppError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             }
             AcceptError::IdentityTaken(_) => AppError::new(StatusCode::CONFLICT, error.to_string()),
+        }
+    }
+}
+
+impl From<RecordingError> for AppError {
+    fn from(error: RecordingError) -> Self {
+        match error {
+            RecordingError::BadCaps(_) => AppError::bad_request(error.to_string()),
+            RecordingError::Busy | RecordingError::Unfinished => {
+                AppError::new(StatusCode::CONFLICT, error.to_string())
+            }
+            RecordingError::None => AppError::not_found(error.to_string()),
+            RecordingError::Io(_) | RecordingError::PolicyGone => AppError::internal(error),
         }
     }
 }

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use vigil_policy_runtime::scenarios::{self, CheckReport};
-use vigil_policy_runtime::Sandbox;
+use vigil_policy_runtime::{Sandbox, Supervisor};
 
 use crate::config::VigilConfig;
 use crate::startup::{policy_source, run_until_signal, Vigil};
@@ -187,6 +187,50 @@ pub enum PolicyCommand {
     /// a plugin; one line per case, the differences of each failure, and a
     /// non-zero exit when any case fails.
     Test(TestArgs),
+    /// Run a candidate over a trace recorded by the admin API (`POST
+    /// /admin/policy/recording`) and report where it would have decided
+    /// differently from the policy that ran: shadow mode, offline.
+    Replay(ReplayArgs),
+}
+
+/// `vigil policy replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The trace (`GET /admin/policy/recording/trace`, gzip JSON lines).
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// The candidate plugin.
+    #[arg(value_name = "CANDIDATE.wasm")]
+    pub candidate: PathBuf,
+    /// JSON file handed to the candidate's `configure` [default: the
+    /// configuration the recorded policy ran with].
+    #[arg(long, value_name = "FILE.json")]
+    pub policy_config: Option<PathBuf>,
+    /// Configuration file whose [policy] limits (and config) apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Health differences above this count as disagreements.
+    #[arg(long, default_value_t = 0)]
+    pub health_threshold: u8,
+    /// Disagreements shown as samples.
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Replay a trace that is cut short (a host killed while recording)
+    /// as far as it is intact, instead of refusing it.
+    #[arg(long)]
+    pub partial: bool,
+    /// `text` (default) or `json`.
+    #[arg(long, value_enum, default_value_t = ReplayFormat::Text)]
+    pub format: ReplayFormat,
+}
+
+/// How `vigil policy replay` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayFormat {
+    /// Counts and samples, for people.
+    Text,
+    /// One JSON object, for scripts.
+    Json,
 }
 
 /// `vigil policy test`.
@@ -242,6 +286,7 @@ impl Cli {
             Command::Serve(args) => serve(*args),
             Command::Policy(PolicyCommand::Check(args)) => check(args),
             Command::Policy(PolicyCommand::Test(args)) => test(args),
+            Command::Policy(PolicyCommand::Replay(args)) => replay(args),
         }
     }
 }
@@ -330,6 +375,42 @@ fn test(args: TestArgs) -> Result<()> {
     let failed = results.iter().filter(|result| !result.passed()).count();
     if failed > 0 {
         anyhow::bail!("{failed} of {} scenarios failed", results.len());
+    }
+    Ok(())
+}
+
+fn replay(args: ReplayArgs) -> Result<()> {
+    use vigil_policy_runtime::replay::{replay, ReplayOptions};
+    use vigil_policy_runtime::trace::TraceReader;
+    let trace = TraceReader::open(&args.trace)
+        .with_context(|| format!("trace {}", args.trace.display()))?
+        .allow_truncated(args.partial);
+    let mut config = load_config(args.config.as_ref())?;
+    let configured = config.policy.config.is_some() || config.policy.config_file.is_some();
+    apply_policy_args(&mut config, Some(args.candidate), args.policy_config);
+    let plugin_config = if configured || config.policy.config_file.is_some() {
+        config.policy.plugin_config_json()?
+    } else {
+        trace.header().policy.config_json.clone()
+    };
+    let engine = config.policy.engine()?;
+    let source = policy_source(&config)?;
+    let sandbox = Sandbox::load(
+        &engine,
+        &source,
+        &plugin_config,
+        config.policy.limits.clone(),
+    )?;
+    let candidate = Supervisor::new(sandbox, config.policy.faults.clone());
+    let options = ReplayOptions {
+        health_threshold: args.health_threshold,
+        samples: args.samples,
+    };
+    let report = replay(trace, candidate, options)
+        .with_context(|| format!("trace {}", args.trace.display()))?;
+    match args.format {
+        ReplayFormat::Text => print!("{report}"),
+        ReplayFormat::Json => println!("{}", report.to_json()),
     }
     Ok(())
 }

@@ -4,6 +4,10 @@
 //! (through the glue in [`crate::guest`]) and natively, which is how the host
 //! runs the default policy as its fallback without a second copy of the logic.
 //! Field meanings and units are documented once, in `wit/policy.wit`.
+//!
+//! With the `serde` feature, every type is (de)serializable, in the shape
+//! recorded traces use (`vigil policy replay`): snake_case fields, tiers
+//! and actions by their WIT names, events tagged by `type`.
 
 use std::sync::Arc;
 
@@ -12,6 +16,8 @@ pub type SessionId = u64;
 
 /// How closely the host watches a session (`tier` in the WIT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Tier {
     /// Frequent probes, short pong timeout: sessions the policy distrusts.
     Fast,
@@ -35,6 +41,7 @@ impl Tier {
 /// Kernel TCP figures from `TCP_INFO` (`tcp-facts` in the WIT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[allow(missing_docs)] // documented field by field in the WIT
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TcpFacts {
     pub rtt_us: u32,
     pub rttvar_us: u32,
@@ -50,6 +57,7 @@ pub struct TcpFacts {
 /// nothing per session for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // documented field by field in the WIT
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionFacts {
     pub id: SessionId,
     pub client_class: Arc<str>,
@@ -101,6 +109,8 @@ impl SessionFacts {
 /// WebSocket frame types (`frame-kind` in the WIT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum FrameKind {
     Text,
     Binary,
@@ -112,6 +122,8 @@ pub enum FrameKind {
 /// What happened (`event-kind` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // documented case by case in the WIT
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "kebab-case"))]
 pub enum EventKind {
     Connected {
         session: SessionId,
@@ -178,6 +190,7 @@ impl EventKind {
 
 /// One event and when it happened (`event` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Event {
     /// Host monotonic clock, ms (the clock of `now_ms`).
     pub at_ms: u64,
@@ -187,6 +200,7 @@ pub struct Event {
 
 /// Why and how to close an evicted session (`eviction` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Eviction {
     /// Short machine-friendly reason, used in metrics labels and close frames.
     pub reason: String,
@@ -196,6 +210,8 @@ pub struct Eviction {
 
 /// What the host should do with a session now (`action` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Action {
     /// Leave it as it is.
     Keep,
@@ -219,6 +235,7 @@ impl Action {
 /// The policy's decision about one session (`verdict` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // documented field by field in the WIT
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Verdict {
     pub session: SessionId,
     pub health: u8,
