@@ -4,6 +4,7 @@
 //! recorded it disagrees with itself nowhere; the strict policy disagrees
 //! where it should; broken trace files get errors that say what is wrong.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,9 +13,14 @@ use vigil_tests::{test_plugins, DEFAULT_POLICY, DEFAULT_POLICY_PATH};
 
 use crate::cli::{run, text, vigil};
 use crate::support::{
-    admin_address, admin_config, http, sessions_become, shut_down, start_host, upload, WsClient,
-    ADMIN_TOKEN,
+    admin_address, admin_config, http, sessions_become, shut_down, start_host, upload,
+    HttpResponse, WsClient, ADMIN_TOKEN,
 };
+
+/// One admin request, with the admin token.
+async fn admin_call(admin: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    http(admin, method, path, None, Some(ADMIN_TOKEN)).await
+}
 
 /// Runs `vigil policy replay TRACE PLUGIN --format json` and parses it.
 fn replay_json(trace: &std::path::Path, plugin: &str) -> Value {
@@ -41,42 +47,19 @@ async fn a_trace_of_200_sessions_replays_with_no_disagreement_and_strict_differs
     let admin = admin_address(&server);
 
     // Bad caps are refused; then the recording starts before any client.
-    let refused = http(
-        admin,
-        "POST",
-        "/admin/policy/recording?max_seconds=0",
-        None,
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let refused = admin_call(admin, "POST", "/admin/policy/recording?max_seconds=0").await;
     assert_eq!(refused.status, 400, "{}", refused.text);
-    let started = http(
+    let started = admin_call(
         admin,
         "POST",
         "/admin/policy/recording?max_seconds=120&max_bytes=67108864",
-        None,
-        Some(ADMIN_TOKEN),
     )
     .await;
     assert_eq!(started.status, 200, "{}", started.text);
     assert_eq!(started.json["state"], "recording");
-    let again = http(
-        admin,
-        "POST",
-        "/admin/policy/recording",
-        None,
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let again = admin_call(admin, "POST", "/admin/policy/recording").await;
     assert_eq!(again.status, 409, "one recording at a time: {}", again.text);
-    let early = http(
-        admin,
-        "GET",
-        "/admin/policy/recording/trace",
-        None,
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let early = admin_call(admin, "GET", "/admin/policy/recording/trace").await;
     assert_eq!(
         early.status, 409,
         "no trace while recording: {}",
@@ -126,14 +109,7 @@ async fn a_trace_of_200_sessions_replays_with_no_disagreement_and_strict_differs
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let stopped = http(
-        admin,
-        "DELETE",
-        "/admin/policy/recording",
-        None,
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let stopped = admin_call(admin, "DELETE", "/admin/policy/recording").await;
     assert_eq!(stopped.json["state"], "finished", "{}", stopped.text);
     assert_eq!(stopped.json["end_reason"], "stopped");
     assert!(
@@ -141,14 +117,7 @@ async fn a_trace_of_200_sessions_replays_with_no_disagreement_and_strict_differs
         "{}",
         stopped.text
     );
-    let download = http(
-        admin,
-        "GET",
-        "/admin/policy/recording/trace",
-        None,
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let download = admin_call(admin, "GET", "/admin/policy/recording/trace").await;
     assert_eq!(download.status, 200);
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
@@ -160,14 +129,7 @@ async fn a_trace_of_200_sessions_replays_with_no_disagreement_and_strict_differs
     }
 
     // A second recording ends by itself when the policy changes.
-    let second = http(
-        admin,
-        "POST",
-        "/admin/policy/recording",
-        None,
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let second = admin_call(admin, "POST", "/admin/policy/recording").await;
     assert_eq!(second.status, 200, "{}", second.text);
     assert_eq!(
         upload(admin, "/admin/policy", test_plugins::NOOP, "{}")
@@ -176,14 +138,7 @@ async fn a_trace_of_200_sessions_replays_with_no_disagreement_and_strict_differs
         200
     );
     let ended = crate::support::wait_until(Duration::from_secs(3), || async {
-        let status = http(
-            admin,
-            "GET",
-            "/admin/policy/recording",
-            None,
-            Some(ADMIN_TOKEN),
-        )
-        .await;
+        let status = admin_call(admin, "GET", "/admin/policy/recording").await;
         status.json["end_reason"] == "policy-changed"
     })
     .await;

@@ -10,26 +10,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vigil::config::{TierTiming, VigilConfig};
+use vigil::config::VigilConfig;
 use vigil::policy::PluginSource;
 use vigil::RunningServer;
 
 /// Test timings: ping every second, pong timeout one second, 50 ms tick,
-/// short close grace and drain.
+/// short close grace and drain (the test kit's, which authors use too).
 pub fn fast_config() -> VigilConfig {
-    let mut config = VigilConfig::default();
-    config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let timing = TierTiming {
-        ping_interval_ms: 1_000,
-        pong_timeout_ms: 1_000,
-    };
-    config.tiers.fast = timing;
-    config.tiers.regular = timing;
-    config.tiers.keep_alive = timing;
-    config.sessions.tick_ms = 50;
-    config.sessions.close_grace_ms = 300;
-    config.sessions.drain_timeout_ms = 2_000;
-    config
+    vigil_testkit::test_config()
 }
 
 /// The admin token tests use.

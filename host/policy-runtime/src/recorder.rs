@@ -341,7 +341,12 @@ impl Writer {
         self.progress.records.fetch_add(1, Ordering::Relaxed);
         // Sync-flush now and then so the size on disk tracks what was
         // written (the size cap reads it) without a flush per record.
-        if self.progress.records.load(Ordering::Relaxed).is_multiple_of(64) {
+        if self
+            .progress
+            .records
+            .load(Ordering::Relaxed)
+            .is_multiple_of(64)
+        {
             self.encoder.flush()?;
         }
         Ok(())
@@ -363,26 +368,10 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use crate::trace::{RecordedPolicy, TraceReader, FORMAT_VERSION};
+    use crate::trace::tests::header;
+    use crate::trace::TraceReader;
 
     use super::*;
-
-    fn header() -> TraceHeader {
-        TraceHeader {
-            vigil_trace: FORMAT_VERSION,
-            vigil_version: "test".to_owned(),
-            started_unix_ms: 1,
-            policy: RecordedPolicy {
-                name: "p".to_owned(),
-                sha256: "00".to_owned(),
-                config_json: "{}".to_owned(),
-            },
-            sessions_at_start: 0,
-            host_config: json!({}),
-            max_duration_ms: 1_000,
-            max_bytes: 1_000,
-        }
-    }
 
     fn events(n: u64) -> TraceRecord {
         TraceRecord::OnEvents {

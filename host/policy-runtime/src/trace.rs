@@ -336,7 +336,7 @@ impl TraceReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
 
     use flate2::write::GzEncoder;
@@ -345,7 +345,8 @@ mod tests {
 
     use super::*;
 
-    fn header() -> TraceHeader {
+    /// A header for tests of this module and the recorder's.
+    pub(crate) fn header() -> TraceHeader {
         TraceHeader {
             vigil_trace: FORMAT_VERSION,
             vigil_version: "test".to_owned(),
