@@ -11,6 +11,7 @@ mod frame_events;
 mod fuzz;
 mod hostile_plugins;
 mod hot_swap;
+mod idle;
 mod liveness;
 mod loading;
 mod onebot;

@@ -3,7 +3,9 @@
 //! epoch. A thread that did so every millisecond cost 1 000 wake-ups a
 //! second with no plugin running (BENCHMARKS.md, idle heartbeat CPU). This
 //! [`Watchdog`] sleeps until the earliest deadline of the calls in flight,
-//! and not at all while none is: an idle host never wakes it.
+//! and indefinitely while none is: it wakes when a call arms it and at that
+//! call's deadline, so twice per call at most, and an idle host's one call
+//! a second (its `tick` event) costs two wake-ups, not a thousand.
 //!
 //! Each call arms the watchdog with its deadline and sets its store to be
 //! interrupted at the next epoch. When the watchdog advances the epoch,
@@ -26,6 +28,9 @@ use wasmtime::{Engine, EngineWeak, Trap, UpdateDeadline};
 /// A call may run this many times its budget in wall-clock time when the
 /// machine keeps it off the CPU; past that it is stopped regardless.
 pub const WALL_CAP_FACTOR: u32 = 4;
+
+/// How often an idle watchdog looks whether its engine is gone.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
 
 /// Deadlines of the calls in flight, earliest first; the id tells equal
 /// instants apart.
@@ -100,7 +105,7 @@ fn watch(shared: &(Mutex<Armed>, Condvar), engine: &EngineWeak) {
             None => {
                 // Woken by an arm, or now and then to notice the engine is gone.
                 armed = wake
-                    .wait_timeout(armed, Duration::from_secs(1))
+                    .wait_timeout(armed, IDLE_CHECK)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
                 if engine.upgrade().is_none() {

@@ -148,6 +148,10 @@ impl Hub {
         if self.events.try_send(event).is_err() {
             self.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
+        // A sleeping tick hands events over before the buffer fills.
+        if self.events.capacity() < EVENT_BUFFER / 4 {
+            self.registry.schedule().wake_tick();
+        }
     }
 
     /// The receiving end of the event buffer, for the tick (taken once).

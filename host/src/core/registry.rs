@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use vigil_policy_runtime::SessionId;
@@ -117,10 +117,27 @@ impl Registry {
             .set_due(session.slot.load(Ordering::Acquire), session.id, due_ms);
     }
 
-    /// The sessions due at `now`, appended to `due`.
-    pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<SessionId>) {
+    /// The sessions due at `now`, appended to `due`; the earliest due time
+    /// after `now`, if any.
+    pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<SessionId>) -> Option<Instant> {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        self.schedule.collect_due(now_ms, due);
+        let next = self.schedule.collect_due(now_ms, due);
+        (next != u64::MAX).then(|| self.epoch + Duration::from_millis(next))
+    }
+
+    /// The schedule, for the tick's sleep between ticks.
+    pub(crate) fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// `at` on the schedule's clock, ms.
+    pub(crate) fn schedule_ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// A time on the schedule's clock as an instant.
+    pub(crate) fn schedule_instant(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
     }
 
     /// Removes a session; `None` if it was already gone (so only the first

@@ -9,27 +9,58 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 use vigil_policy_runtime::{Action, Event, EventKind, SessionFacts, Verdict, VerdictSource};
 
 use crate::core::close_codes;
 use crate::core::hub::Hub;
 use crate::core::monitor::GrowthMonitor;
 
-/// Runs until `stop` turns true.
+/// The longest the tick sleeps when nothing is due: events still reach the
+/// policy, and the growth alarm still looks, at least this often.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// Runs until `stop` turns true. Between ticks it sleeps until the
+/// earliest due time in the schedule (at least `tick_ms`, at most
+/// [`IDLE_WAKE`]), woken early when an earlier one is written.
 pub(crate) async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut inbox = hub.take_event_inbox();
     let mut monitor = GrowthMonitor::new(&hub);
-    while next_tick(&mut interval, &mut stop).await {
+    let schedule = hub.registry.schedule();
+    loop {
+        let started = Instant::now();
+        schedule.awake();
         if let Some(inbox) = inbox.as_mut() {
             forward_events(&hub, inbox);
         }
-        tick_once(&hub, Instant::now()).await;
+        let next_due = tick_once(&hub, started).await;
         hub.enforce_inbound_budget();
         monitor.check(&hub);
+        // Held inbound bytes are re-checked every tick, as before.
+        let longest = if hub.inbound.held() > 0 {
+            tick
+        } else {
+            IDLE_WAKE
+        };
+        let planned = next_due
+            .unwrap_or(started + longest)
+            .clamp(started + tick, started + longest);
+        let wake_ms = schedule.sleep_until(hub.registry.schedule_ms(planned));
+        let wake_at = hub.registry.schedule_instant(wake_ms).max(started + tick);
+        let earliest = tokio::time::Instant::from_std(started + tick);
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at)) => {}
+            _ = async {
+                schedule.woken().await;
+                // Never more often than once a tick: a burst of writes is
+                // one tick's work.
+                tokio::time::sleep_until(earliest).await;
+            } => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
     }
 }
 
@@ -62,12 +93,13 @@ fn forward_events(hub: &Hub, inbox: &mut tokio::sync::mpsc::Receiver<Event>) {
 }
 
 /// One tick: schedule pings, notice overdue pongs, assess what is due, act.
-pub(crate) async fn tick_once(hub: &Hub, now: Instant) {
+/// Returns the earliest due time after `now` the scan saw.
+pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     let tiers = hub.config.tiers;
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
     let mut batch: Vec<SessionFacts> = Vec::new();
     let mut due = Vec::new();
-    hub.registry.collect_due(now, &mut due);
+    let next_due = hub.registry.collect_due(now, &mut due);
     for id in due {
         let Some(session) = hub.registry.get(id) else {
             continue; // removed since
@@ -94,14 +126,14 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) {
         }
     }
     if batch.is_empty() {
-        return;
+        return next_due;
     }
     let sessions = batch.len();
     let outcome = match hub.policy.assess(hub.now_ms(now), batch).await {
         Ok(outcome) => outcome,
         Err(error) => {
             tracing::error!(%error, "cannot assess sessions");
-            return;
+            return next_due;
         }
     };
     hub.metrics.policy_calls.inc();
@@ -115,6 +147,7 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) {
     for verdict in outcome.verdicts {
         apply(hub, verdict, now, tick);
     }
+    next_due
 }
 
 /// Carries out one verdict.
