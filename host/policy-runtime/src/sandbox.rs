@@ -568,8 +568,10 @@ impl Sandbox {
     /// Gives the next guest call on `store` `budget` of CPU time: armed
     /// with the watchdog, interrupted at the next epoch it advances.
     fn begin_call(&self, store: &mut Store<StoreState>, budget: Duration) {
-        store.data_mut().call = Some(CallBudget::start(&self.engine.watchdog, budget));
+        // The deadline first: an epoch advance after it always reaches
+        // the call's callback, however late the call starts.
         store.set_epoch_deadline(1);
+        store.data_mut().call = Some(CallBudget::start(&self.engine.watchdog, budget));
     }
 }
 
@@ -607,11 +609,11 @@ impl Sandbox {
                 detail: "no live instance (the last restart failed)".to_owned(),
             });
         };
+        live.store.set_epoch_deadline(1);
         live.store.data_mut().call = Some(CallBudget::start(
             &self.engine.watchdog,
             self.limits.call_deadline,
         ));
-        live.store.set_epoch_deadline(1);
         let result = f(&mut live.store, &live.plugin);
         live.store.data_mut().call = None;
         match result {
