@@ -17,7 +17,6 @@
 //! bounds it. A plugin that loops is cut off within about a millisecond of
 //! its budget: the watchdog wakes at the deadline itself.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -288,8 +287,6 @@ mod tests {
         let watchdog = Watchdog::start(&engine).unwrap_or_else(|error| panic!("{error}"));
         let start = Instant::now();
         let id = watchdog.arm(start + Duration::from_millis(30));
-        let epoch_store = wasmtime::Store::new(&engine, ());
-        drop(epoch_store);
         // Until it fires, the entry keeps its time; then it re-fires.
         while watchdog.earliest_is_original(start + Duration::from_millis(30))
             && start.elapsed() < Duration::from_secs(2)
