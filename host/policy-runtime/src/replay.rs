@@ -303,15 +303,13 @@ pub fn replay(
             } => {
                 *report.calls.entry("assess").or_default() += 1;
                 let outcome = candidate.assess(now_ms, &sessions);
-                if let VerdictSource::Fallback(kind) = outcome.source {
-                    *report.candidate_faults.entry(kind.to_string()).or_default() += 1;
-                    continue;
-                }
-                if outcome.source == VerdictSource::Disabled {
-                    *report
-                        .candidate_faults
-                        .entry("disabled".to_owned())
-                        .or_default() += 1;
+                let fault = match outcome.source {
+                    VerdictSource::Plugin => None,
+                    VerdictSource::Fallback(kind) => Some(kind.to_string()),
+                    VerdictSource::Disabled => Some("disabled".to_owned()),
+                };
+                if let Some(fault) = fault {
+                    *report.candidate_faults.entry(fault).or_default() += 1;
                     continue;
                 }
                 compare_verdicts(

@@ -161,9 +161,8 @@ pub enum TraceError {
 
 /// Reads a trace record by record, checking it as it goes.
 pub struct TraceReader {
-    lines: Box<dyn BufRead + Send>,
+    lines: Lines,
     header: TraceHeader,
-    line: u64,
     records: u64,
     ended: Option<String>,
     allow_truncated: bool,
@@ -173,7 +172,7 @@ impl fmt::Debug for TraceReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TraceReader")
             .field("header", &self.header)
-            .field("line", &self.line)
+            .field("line", &self.lines.number)
             .finish_non_exhaustive()
     }
 }
@@ -191,32 +190,15 @@ impl TraceReader {
         if magic.len() < 2 || magic[..2] != [0x1f, 0x8b] {
             return Err(TraceError::NotGzip);
         }
-        let mut reader = TraceReader {
-            lines: Box::new(BufReader::new(MultiGzDecoder::new(compressed))),
-            header: TraceHeader {
-                vigil_trace: 0,
-                vigil_version: String::new(),
-                started_unix_ms: 0,
-                policy: RecordedPolicy {
-                    name: String::new(),
-                    sha256: String::new(),
-                    config_json: String::new(),
-                },
-                sessions_at_start: 0,
-                host_config: serde_json::Value::Null,
-                max_duration_ms: 0,
-                max_bytes: 0,
-            },
-            line: 0,
-            records: 0,
-            ended: None,
-            allow_truncated: false,
+        let mut lines = Lines {
+            source: Box::new(BufReader::new(MultiGzDecoder::new(compressed))),
+            number: 0,
         };
-        let first = match reader.read_line() {
+        let first = match lines.next() {
             Ok(Some(line)) => line,
             Ok(None) => return Err(TraceError::BadHeader("the file is empty".to_owned())),
-            Err(TraceError::Truncated { detail, .. }) => return Err(TraceError::BadHeader(detail)),
-            Err(error) => return Err(error),
+            Err(LineError::Broken(detail)) => return Err(TraceError::BadHeader(detail)),
+            Err(LineError::Trace(error)) => return Err(error),
         };
         let version = serde_json::from_slice::<serde_json::Value>(&first)
             .ok()
@@ -234,9 +216,15 @@ impl TraceReader {
             }
             Some(_) => {}
         }
-        reader.header = serde_json::from_slice(&first)
+        let header = serde_json::from_slice(&first)
             .map_err(|error| TraceError::BadHeader(error.to_string()))?;
-        Ok(reader)
+        Ok(TraceReader {
+            lines,
+            header,
+            records: 0,
+            ended: None,
+            allow_truncated: false,
+        })
     }
 
     /// Accept a trace that ends without its `end` record, or whose
@@ -261,24 +249,25 @@ impl TraceReader {
     /// truncated trace stops, when that is allowed).
     pub fn next_record(&mut self) -> Result<Option<TraceRecord>, TraceError> {
         loop {
-            let line = match self.read_line() {
+            let line = match self.lines.next() {
                 Ok(Some(line)) => line,
                 Ok(None) if self.ended.is_some() => return Ok(None),
                 Ok(None) => {
                     return self.truncated("the file ends without its end record".to_owned())
                 }
-                Err(TraceError::Truncated { detail, .. }) => return self.truncated(detail),
-                Err(error) => return Err(error),
+                Err(LineError::Broken(detail)) => return self.truncated(detail),
+                Err(LineError::Trace(error)) => return Err(error),
             };
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            let number = self.lines.number;
             if self.ended.is_some() {
-                return Err(TraceError::AfterEnd { line: self.line });
+                return Err(TraceError::AfterEnd { line: number });
             }
             let record: TraceRecord =
                 serde_json::from_slice(&line).map_err(|error| TraceError::BadRecord {
-                    line: self.line,
+                    line: number,
                     detail: error.to_string(),
                 })?;
             if let TraceRecord::End { reason, .. } = record {
@@ -300,36 +289,51 @@ impl TraceReader {
             })
         }
     }
+}
 
+/// The decompressed lines of a trace, counted.
+struct Lines {
+    source: Box<dyn BufRead + Send>,
+    /// Lines read so far (1-based number of the last one).
+    number: u64,
+}
+
+/// Why a line could not be read.
+enum LineError {
+    /// The compressed stream breaks off or is corrupt here.
+    Broken(String),
+    /// Anything else.
+    Trace(TraceError),
+}
+
+impl Lines {
     /// One line without its newline, at most [`MAX_LINE_BYTES`]; `None` at
-    /// the end of the stream. A broken compressed stream is `Truncated`.
-    fn read_line(&mut self) -> Result<Option<Vec<u8>>, TraceError> {
+    /// the end of the stream.
+    fn next(&mut self) -> Result<Option<Vec<u8>>, LineError> {
         let mut line = Vec::new();
         let limit = MAX_LINE_BYTES as u64 + 1;
-        let read = (&mut self.lines)
+        let read = (&mut self.source)
             .take(limit)
             .read_until(b'\n', &mut line)
             .map_err(|error| match error.kind() {
                 io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput => {
-                    TraceError::Truncated {
-                        records: self.records,
-                        detail: format!("the compressed data breaks off: {error}"),
-                    }
+                    LineError::Broken(format!("the compressed data breaks off: {error}"))
                 }
-                io::ErrorKind::InvalidData => TraceError::Truncated {
-                    records: self.records,
-                    detail: format!("the compressed data is corrupt: {error}"),
-                },
-                _ => TraceError::Io(error),
+                io::ErrorKind::InvalidData => {
+                    LineError::Broken(format!("the compressed data is corrupt: {error}"))
+                }
+                _ => LineError::Trace(TraceError::Io(error)),
             })?;
         if read == 0 {
             return Ok(None);
         }
-        self.line += 1;
+        self.number += 1;
         if line.last() == Some(&b'\n') {
             line.pop();
         } else if line.len() > MAX_LINE_BYTES {
-            return Err(TraceError::LineTooLong { line: self.line });
+            return Err(LineError::Trace(TraceError::LineTooLong {
+                line: self.number,
+            }));
         }
         Ok(Some(line))
     }

@@ -110,9 +110,7 @@ impl Registry {
     }
 
     fn set_due(&self, session: &Session, due: Option<Instant>) {
-        let due_ms = due.map_or(0, |due| {
-            due.saturating_duration_since(self.epoch).as_millis() as u64
-        });
+        let due_ms = due.map_or(0, |due| self.ms(due));
         self.schedule
             .set_due(session.slot.load(Ordering::Acquire), session.id, due_ms);
     }
@@ -120,8 +118,7 @@ impl Registry {
     /// The sessions due at `now`, appended to `due`; the earliest due time
     /// after `now`, if any.
     pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<SessionId>) -> Option<Instant> {
-        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        let next = self.schedule.collect_due(now_ms, due);
+        let next = self.schedule.collect_due(self.ms(now), due);
         (next != u64::MAX).then(|| self.epoch + Duration::from_millis(next))
     }
 
@@ -130,14 +127,15 @@ impl Registry {
         &self.schedule
     }
 
-    /// `at` on the schedule's clock, ms.
-    pub(crate) fn schedule_ms(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_millis() as u64
+    /// The tick goes to sleep until `planned`; when it should wake, which
+    /// is earlier if a due time written since is ([`Schedule::sleep_until`]).
+    pub(crate) fn sleep_until(&self, planned: Instant) -> Instant {
+        self.epoch + Duration::from_millis(self.schedule.sleep_until(self.ms(planned)))
     }
 
-    /// A time on the schedule's clock as an instant.
-    pub(crate) fn schedule_instant(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
+    /// `at` on the schedule's clock, ms.
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Removes a session; `None` if it was already gone (so only the first

@@ -45,8 +45,7 @@ pub(crate) async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         let planned = next_due
             .unwrap_or(started + longest)
             .clamp(started + tick, started + longest);
-        let wake_ms = schedule.sleep_until(hub.registry.schedule_ms(planned));
-        let wake_at = hub.registry.schedule_instant(wake_ms).max(started + tick);
+        let wake_at = hub.registry.sleep_until(planned).max(started + tick);
         let earliest = tokio::time::Instant::from_std(started + tick);
         tokio::select! {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at)) => {}

@@ -386,9 +386,9 @@ fn replay(args: ReplayArgs) -> Result<()> {
         .with_context(|| format!("trace {}", args.trace.display()))?
         .allow_truncated(args.partial);
     let mut config = load_config(args.config.as_ref())?;
-    let configured = config.policy.config.is_some() || config.policy.config_file.is_some();
     apply_policy_args(&mut config, Some(args.candidate), args.policy_config);
-    let plugin_config = if configured || config.policy.config_file.is_some() {
+    // A config given (in the file or by flag) wins over the recorded one.
+    let plugin_config = if config.policy.config.is_some() || config.policy.config_file.is_some() {
         config.policy.plugin_config_json()?
     } else {
         trace.header().policy.config_json.clone()
