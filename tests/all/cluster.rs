@@ -4,7 +4,7 @@
 //! Each test starts its own `redis-server` on a free loopback port in a
 //! temporary directory (`scripts/ensure-redis.sh` installs it when missing).
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::{start_server, Server};
-use crate::support::{http, wait_until, WsClient};
+use crate::support::{free_port, http, wait_until, WsClient};
 
 /// A `redis-server` of the test's own.
 struct Redis {
@@ -41,13 +41,6 @@ fn redis_binary() -> PathBuf {
         );
     }
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
-fn free_port() -> u16 {
-    match StdListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()) {
-        Ok(address) => address.port(),
-        Err(error) => panic!("no free port: {error}"),
-    }
 }
 
 impl Redis {

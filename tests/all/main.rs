@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod cluster;
 mod config;
+mod dashboard;
 mod default_policy;
 mod determinism;
 mod example_policies;

@@ -18,8 +18,8 @@ use vigil_tests::{
 
 use crate::cli::{run, text, vigil};
 use crate::support::{
-    admin_address, admin_config, fast_config, http, metric, session_count, sessions_become,
-    start_host, upload_with, wait_until, WsClient, ADMIN_TOKEN,
+    admin_address, admin_config, fast_config, free_port, http, metric, session_count,
+    sessions_become, start_host, upload_with, wait_until, WsClient, ADMIN_TOKEN,
 };
 
 /// The two example policies.
@@ -444,13 +444,6 @@ fn walkthrough(name: &str) -> String {
         "plugins/README.md has no {marker:?} block"
     );
     script
-}
-
-fn free_port() -> u16 {
-    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()) {
-        Ok(address) => address.port(),
-        Err(error) => panic!("no free port: {error}"),
-    }
 }
 
 /// Runs a walkthrough's commands as written (with free ports for 8080 and

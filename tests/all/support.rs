@@ -20,6 +20,14 @@ pub fn fast_config() -> VigilConfig {
     vigil_testkit::test_config()
 }
 
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()) {
+        Ok(address) => address.port(),
+        Err(error) => panic!("no free port: {error}"),
+    }
+}
+
 /// The admin token tests use.
 pub const ADMIN_TOKEN: &str = "admin-t0k";
 

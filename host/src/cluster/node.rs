@@ -113,6 +113,9 @@ struct Shared {
     pending: Mutex<HashMap<u64, mpsc::Sender<(String, Reply)>>>,
     /// Other live nodes, as of the last heartbeat round.
     peers: Mutex<Vec<String>>,
+    /// Every live node's session count (this one's included), as of the
+    /// last heartbeat round.
+    node_sessions: Mutex<Vec<(String, u64)>>,
     commands_ok: AtomicBool,
     last_probe_back: Mutex<Option<Instant>>,
     probe_seq: AtomicU64,
@@ -224,6 +227,7 @@ impl ClusterNode {
             next_request: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
+            node_sessions: Mutex::new(Vec::new()),
             commands_ok: AtomicBool::new(false),
             last_probe_back: Mutex::new(None),
             probe_seq: AtomicU64::new(0),
@@ -281,6 +285,29 @@ impl ClusterNode {
         nodes.push(self.shared.node.clone());
         nodes.sort();
         nodes
+    }
+
+    /// Every live node with its session count, this one's as of now and
+    /// the others' as of their last heartbeat.
+    pub fn node_sessions(&self) -> Vec<(String, u64)> {
+        let mut counts = self
+            .shared
+            .node_sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let local = self.shared.host.session_count() as u64;
+        match counts
+            .iter_mut()
+            .find(|(node, _)| *node == self.shared.node)
+        {
+            Some((_, sessions)) => *sessions = local,
+            None => {
+                counts.push((self.shared.node.clone(), local));
+                counts.sort();
+            }
+        }
+        counts
     }
 
     /// Publishes to `target` on every node that holds matching sessions.
@@ -417,6 +444,7 @@ impl ClusterNode {
                 tier: query.tier.clone(),
                 after_id: after_id_on(node),
                 limit,
+                search: query.search.clone(),
             };
             let node = node.clone();
             async move {
@@ -738,12 +766,14 @@ impl Shared {
                 tier,
                 after_id,
                 limit,
+                search,
             } => {
                 let page = host.sessions(&SessionQuery {
                     class,
                     tier,
                     after: after_id,
                     limit: Some(limit),
+                    search,
                 });
                 Reply::Listed {
                     count: page.count,
@@ -881,12 +911,15 @@ impl Shared {
         let mut dead = Vec::new();
         let mut sessions = local_sessions;
         let mut app_frames = local_app_frames;
+        let mut node_sessions = vec![(self.node.clone(), local_sessions)];
         for (node, record) in others.into_iter().zip(records) {
             match record {
                 Some(record) => {
                     let record = serde_json::from_str::<Value>(&record).unwrap_or_default();
-                    sessions += record["sessions"].as_u64().unwrap_or(0);
+                    let its_sessions = record["sessions"].as_u64().unwrap_or(0);
+                    sessions += its_sessions;
                     app_frames += record["app_frames"].as_u64().unwrap_or(0);
+                    node_sessions.push((node.clone(), its_sessions));
                     peers.push(node);
                 }
                 // Dead: its heartbeat expired. Its identities are free to be
@@ -907,6 +940,11 @@ impl Shared {
         self.metrics.cluster_sessions.set(sessions as i64);
         self.check_cluster_growth(sessions, app_frames);
         *self.peers.lock().unwrap_or_else(PoisonError::into_inner) = peers;
+        node_sessions.sort();
+        *self
+            .node_sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = node_sessions;
         if self.resync.swap(false, Ordering::Relaxed) {
             if let Err(error) = self.reconcile().await {
                 self.resync.store(true, Ordering::Relaxed);

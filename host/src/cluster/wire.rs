@@ -42,6 +42,9 @@ pub enum Request {
         after_id: Option<u64>,
         /// At most this many.
         limit: usize,
+        /// Only sessions mentioning this text (absent from older nodes).
+        #[serde(default)]
+        search: Option<String>,
     },
     /// One local session.
     Get {

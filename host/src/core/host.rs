@@ -12,12 +12,14 @@ use serde::Serialize;
 use tokio::sync::watch;
 use vigil_policy_runtime::{PolicyEngine, PolicyHandle, SessionId, TcpFacts, Tier};
 
+use crate::core::census::Census;
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
 use crate::core::hub::{Hub, PublishReport, Target};
 use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::observer::SessionObserver;
+use crate::core::removals::RecentRemovals;
 use crate::core::session::queue::Enqueued;
 use crate::core::session::{task, Admitted, Endpoint, Session};
 use crate::core::tcp::ConnInfo;
@@ -159,6 +161,9 @@ pub struct SessionQuery {
     pub after: Option<SessionId>,
     /// At most this many (default 1 000).
     pub limit: Option<usize>,
+    /// Only sessions whose id, identity, peer address or class contains
+    /// this text (case-insensitive).
+    pub search: Option<String>,
 }
 
 /// A page of sessions.
@@ -386,7 +391,17 @@ impl SessionHost {
     pub fn sessions(&self, query: &SessionQuery) -> SessionPage {
         let now = Instant::now();
         let mut matching: Vec<Arc<Session>> = Vec::new();
+        let search = query
+            .search
+            .as_deref()
+            .filter(|text| !text.is_empty())
+            .map(str::to_lowercase);
         self.hub.registry.for_each(|session| {
+            if let Some(text) = &search {
+                if !session_mentions(session, text) {
+                    return;
+                }
+            }
             let class_matches = query
                 .class
                 .as_deref()
@@ -411,6 +426,17 @@ impl SessionHost {
         SessionPage { count, sessions }
     }
 
+    /// Sessions per tier and class and the spread of health, counted now
+    /// (one pass over the sessions).
+    pub fn census(&self) -> Census {
+        Census::of(&self.hub.registry)
+    }
+
+    /// The last removals, whole, and every removal's count by reason.
+    pub fn removals(&self) -> &RecentRemovals {
+        &self.hub.removals
+    }
+
     /// Removes a session and closes it with `code` and `reason`; counted
     /// and logged. False if it was already gone.
     pub fn evict(&self, id: SessionId, reason: &str, code: u16) -> bool {
@@ -429,4 +455,16 @@ impl SessionHost {
     pub async fn shutdown(&self) -> (u64, usize) {
         self.hub.shutdown().await
     }
+}
+
+/// Whether `lowercase` (already lower-cased) occurs in the session's id,
+/// identity, peer address or class.
+fn session_mentions(session: &Session, lowercase: &str) -> bool {
+    session.id.to_string().contains(lowercase)
+        || session.peer.to_string().contains(lowercase)
+        || session.class.to_lowercase().contains(lowercase)
+        || session
+            .identity
+            .as_deref()
+            .is_some_and(|identity| identity.to_lowercase().contains(lowercase))
 }

@@ -18,6 +18,7 @@ use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::observer::{OpenedSession, SessionObserver};
 use crate::core::registry::Registry;
+use crate::core::removals::{RecentRemovals, Removal};
 use crate::core::session::queue::{message_len, Enqueued};
 use crate::core::session::state::CloseRequest;
 use crate::core::session::Session;
@@ -53,6 +54,8 @@ pub(crate) struct Hub {
     pub(crate) observer: std::sync::OnceLock<Arc<dyn SessionObserver>>,
     /// The current or last recording of the policy's calls.
     pub(crate) recording: tokio::sync::Mutex<Option<Recording>>,
+    /// The last removals, whole, for operators.
+    pub(crate) removals: RecentRemovals,
     started: Instant,
     events: mpsc::Sender<Event>,
     event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
@@ -117,6 +120,7 @@ impl Hub {
             inbound: InboundBudget::new(config.server.inbound_budget_bytes),
             observer: std::sync::OnceLock::new(),
             recording: tokio::sync::Mutex::new(None),
+            removals: RecentRemovals::default(),
             config,
             policy,
             engine,
@@ -248,6 +252,17 @@ impl Hub {
             code,
             "session removed"
         );
+        self.removals.record(Removal {
+            seq: 0,
+            at: vigil_policy_runtime::clock::unix_ms_now(),
+            session: session.id,
+            identity: session.identity.clone(),
+            class: Arc::clone(&session.class),
+            peer: session.peer,
+            reason: reason.to_owned(),
+            tier: tier.as_str(),
+            code,
+        });
         self.event(EventKind::Removed {
             session: session.id,
             reason: reason.to_owned(),

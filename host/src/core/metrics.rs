@@ -1,6 +1,9 @@
 //! Prometheus metrics, in one registry per server (so several servers in one
 //! test process never mix their counts), served as text on `/metrics`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -79,6 +82,9 @@ pub struct Metrics {
     pub swaps: Family<SwapLabels, Counter>,
     /// Time from a swap request to the new policy serving, seconds.
     pub swap_seconds: Histogram,
+    /// The summed time of every `assess` batch, ns (what
+    /// `policy_call_seconds` sums, readable here).
+    assess_nanos: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -118,6 +124,7 @@ impl Metrics {
             swap_seconds: Histogram::new([
                 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5, 1.0, 5.0,
             ]),
+            assess_nanos: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -225,6 +232,22 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts an `assess` batch that took `elapsed`.
+    pub fn assessed(&self, elapsed: Duration) {
+        self.policy_calls.inc();
+        self.policy_call_seconds.observe(elapsed.as_secs_f64());
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.assess_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// `assess` batches so far and their summed time.
+    pub fn assess_totals(&self) -> (u64, Duration) {
+        (
+            self.policy_calls.get(),
+            Duration::from_nanos(self.assess_nanos.load(Ordering::Relaxed)),
+        )
     }
 
     /// Counts a removed session.

@@ -4,9 +4,12 @@
 //! names a profile or routes HTTP requests (a test in `tests/layers.rs`
 //! checks it), and the modules here import each other without a cycle:
 //!
-//! `config`, `schedule`, `tcp` ← `session` ← `registry` ← `metrics`, `hub`
-//! ← `monitor`, `tick` ← `host`, `policy_changes`.
+//! `config`, `schedule`, `tcp` ← `session` ← `registry` ← `census`,
+//! `removals`, `metrics`, `hub` ← `monitor`, `tick` ← `host`,
+//! `policy_changes`.
 
+/// Sessions per tier and class, and the spread of health, now.
+pub mod census;
 /// Close codes the host itself uses.
 pub mod close_codes;
 /// The core's settings, section by section.
@@ -29,6 +32,8 @@ mod policy_changes;
 mod recording;
 /// Live sessions by id and by client identity, and their schedule.
 mod registry;
+/// The last removals, whole: session, peer, reason, tier, close code.
+pub mod removals;
 /// When each session next needs the shared tick.
 mod schedule;
 /// One session: state machine, outbound queue, socket task.

@@ -135,10 +135,7 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
             return next_due;
         }
     };
-    hub.metrics.policy_calls.inc();
-    hub.metrics
-        .policy_call_seconds
-        .observe(outcome.elapsed.as_secs_f64());
+    hub.metrics.assessed(outcome.elapsed);
     hub.metrics.policy_batch_sessions.observe(sessions as f64);
     if matches!(outcome.source, VerdictSource::Fallback(_)) {
         hub.metrics.policy_faults.inc();

@@ -218,6 +218,8 @@ struct ListQuery {
     after: Option<String>,
     class: Option<String>,
     tier: Option<String>,
+    /// Text that the id, identity, peer or class contains.
+    search: Option<String>,
 }
 
 async fn list_sessions(
@@ -229,6 +231,7 @@ async fn list_sessions(
         tier: query.tier,
         after: None,
         limit: query.limit,
+        search: query.search,
     };
     if let Some(cluster) = &state.cluster {
         let page = cluster

@@ -10,6 +10,8 @@ pub mod api;
 pub mod auth;
 /// `[api]` and `[auth]`.
 pub mod config;
+/// The operator dashboard on the admin listener.
+pub mod dashboard;
 /// Error answers.
 pub mod error;
 /// Client JWTs.

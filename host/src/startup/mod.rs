@@ -33,6 +33,7 @@ use crate::config::VigilConfig;
 use crate::core::metrics::Metrics;
 use crate::core::SessionHost;
 use crate::http::auth::{ClientAuth, ControlAccess};
+use crate::http::dashboard::Dashboard;
 use crate::http::peer::TrustedProxies;
 use crate::http::tls::{TlsReloader, TlsWatch};
 use crate::onebot::OneBotProfile;
@@ -213,7 +214,13 @@ fn serve_host(
         None => None,
     };
     let admin_address = match &config.admin.token {
-        Some(token) => Some(start_admin(&host, config, token, stopped.clone())?),
+        Some(token) => Some(start_admin(
+            &host,
+            cluster.clone(),
+            config,
+            token,
+            stopped.clone(),
+        )?),
         None => {
             tracing::info!("no admin token configured: the admin API is not served");
             None
@@ -294,11 +301,12 @@ fn serve_host(
     })
 }
 
-/// The admin API on a runtime (and OS thread) of its own: under heavy
-/// session traffic a swap must not wait in the same run queue as thousands
-/// of session tasks.
+/// The admin API and the dashboard on a runtime (and OS thread) of their
+/// own: under heavy session traffic a swap must not wait in the same run
+/// queue as thousands of session tasks.
 fn start_admin(
     host: &SessionHost,
+    cluster: Option<ClusterNode>,
     config: &VigilConfig,
     token: &str,
     mut stopped: signal::Receiver<bool>,
@@ -312,7 +320,11 @@ fn start_admin(
     let admin_address = admin_listener
         .local_addr()
         .context("reading the admin address")?;
-    let app = crate::http::admin::router(host.clone(), token);
+    let dashboard = Dashboard::new(host.clone(), cluster);
+    let app = crate::http::admin::router(host.clone(), token).merge(
+        crate::http::dashboard::router(Arc::clone(&dashboard), token),
+    );
+    let sampler_stop = stopped.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -321,6 +333,7 @@ fn start_admin(
         .name("vigil-admin".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
+                tokio::spawn(dashboard.run_sampler(sampler_stop));
                 let listener = match TcpListener::from_std(admin_listener) {
                     Ok(listener) => listener,
                     Err(error) => {

@@ -167,6 +167,11 @@ impl SessionState {
         self.tier
     }
 
+    /// The health the policy last gave.
+    pub(crate) fn health(&self) -> u8 {
+        self.health
+    }
+
     /// The tick's visit: requests a ping when one is due, notices an overdue
     /// pong (once), and says whether the policy must assess the session now.
     pub(crate) fn visit(&mut self, now: Instant, timing: TierTiming, tick: Duration) -> TickVisit {
