@@ -747,3 +747,40 @@ async fn the_growth_alarm_sees_the_whole_cluster() {
     assert!(crate::support::metric(&text, "vigil_cluster_sessions") >= 5.0);
     assert_eq!(crate::support::metric(&text, "vigil_sessions_active"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_of_one_node_breaks_the_cluster_down_by_node() {
+    let redis = Redis::start();
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin_listen = admin.to_string();
+    let node_a = start_server(&[
+        "--redis-url",
+        &redis.url(),
+        "--node-id",
+        "a",
+        "--admin-listen",
+        &admin_listen,
+        "--admin-token",
+        crate::support::ADMIN_TOKEN,
+    ]);
+    let a: SocketAddr = match node_a.address.parse() {
+        Ok(address) => address,
+        Err(error) => panic!("bad address {}: {error}", node_a.address),
+    };
+    let (_b, b) = node(&redis, "b");
+    assert!(cluster_formed(a, 2).await, "{}", health(a).await);
+    let _on_a: Vec<WsClient> = (0..2)
+        .map(|n| WsClient::connect(a, &format!("?client_id=a-{n}"), &[]))
+        .collect();
+    let _on_b = WsClient::connect(b, "?client_id=b-0", &[]);
+    let wanted = serde_json::json!([{"node": "a", "sessions": 2}, {"node": "b", "sessions": 1}]);
+    let frame = crate::dashboard::frame_where(admin, Duration::from_secs(15), |frame| {
+        frame["nodes"] == wanted
+    })
+    .await;
+    assert!(
+        frame.is_some(),
+        "node a's dashboard never showed {wanted}; last health: {}",
+        health(a).await
+    );
+}

@@ -586,3 +586,45 @@ async fn a_populated_dashboard_for_the_readme() {
     drop(silent);
     browser.close().await;
 }
+
+/// Reads the dashboard's event stream at `admin` until a frame satisfies
+/// `accept`, within `limit`, and returns it; `None` if none did. Raw HTTP:
+/// each event arrives whole in one chunk, so its `data:` line is intact.
+pub(crate) async fn frame_where(
+    admin: SocketAddr,
+    limit: Duration,
+    accept: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+    let request = format!(
+        "GET /admin/dashboard/stream HTTP/1.1\r\nHost: {admin}\r\n\
+         Authorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pending = String::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .ok()?
+            .ok()?;
+        if read == 0 {
+            return None;
+        }
+        pending.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            let Some(data) = line.trim_end().strip_prefix("data: ") else {
+                continue;
+            };
+            if let Ok(frame) = serde_json::from_str::<Value>(data) {
+                if frame.get("census").is_some() && accept(&frame) {
+                    return Some(frame);
+                }
+            }
+        }
+    }
+}
