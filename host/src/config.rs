@@ -33,7 +33,7 @@ pub use crate::core::config::{
     TierTiming, TiersConfig, TlsConfig,
 };
 pub use crate::http::config::{ApiConfig, AuthConfig};
-pub use crate::onebot::OneBotConfig;
+pub use crate::onebot::{OneBotConfig, UpstreamConfig, UpstreamMode};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]

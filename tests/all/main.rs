@@ -10,6 +10,7 @@ mod determinism;
 mod example_policies;
 mod frame_events;
 mod fuzz;
+mod gateway;
 mod hostile_plugins;
 mod hot_swap;
 mod idle;

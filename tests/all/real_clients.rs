@@ -56,14 +56,19 @@ fn clients_dir() -> &'static Path {
 }
 
 /// A real bot process: its `VIGIL ...` stdout lines, its log in a file.
-struct Bot {
+pub(crate) struct Bot {
     child: Child,
     lines: mpsc::Receiver<String>,
     workdir: tempfile::TempDir,
 }
 
 impl Bot {
-    fn start(mut command: Command, url: &str) -> Bot {
+    fn start(command: Command, url: &str) -> Bot {
+        Bot::start_as(command, url, SELF_ID, TOKEN)
+    }
+
+    /// Starts `command` as a bot of account `self_id` at `url`, with `token`.
+    fn start_as(mut command: Command, url: &str, self_id: i64, token: &str) -> Bot {
         let workdir = match tempfile::tempdir() {
             Ok(dir) => dir,
             Err(error) => panic!("no temp dir: {error}"),
@@ -74,8 +79,8 @@ impl Bot {
         };
         let mut child = match command
             .env("VIGIL_URL", url)
-            .env("VIGIL_TOKEN", TOKEN)
-            .env("VIGIL_SELF_ID", SELF_ID.to_string())
+            .env("VIGIL_TOKEN", token)
+            .env("VIGIL_SELF_ID", self_id.to_string())
             .env("VIGIL_WORKDIR", workdir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -96,24 +101,42 @@ impl Bot {
     }
 
     fn nonebot(url: &str) -> Bot {
-        let dir = clients_dir();
-        let mut command = Command::new(dir.join("venv/bin/python"));
-        command.arg(repo_root().join("tests/onebot-clients/nonebot_bot.py"));
-        Bot::start(command, url)
+        Bot::start(Bot::nonebot_command(), url)
     }
 
     fn koishi(url: &str) -> Bot {
+        Bot::start(Bot::koishi_command(), url)
+    }
+
+    fn nonebot_command() -> Command {
+        let dir = clients_dir();
+        let mut command = Command::new(dir.join("venv/bin/python"));
+        command.arg(repo_root().join("tests/onebot-clients/nonebot_bot.py"));
+        command
+    }
+
+    fn koishi_command() -> Command {
         let dir = clients_dir();
         let mut command = Command::new("node");
         command
             .arg(repo_root().join("tests/onebot-clients/koishi_bot.js"))
             .env("VIGIL_NPM_PREFIX", dir.join("npm"));
-        Bot::start(command, url)
+        command
+    }
+
+    /// NoneBot2 as a bot of account `self_id` at `url`.
+    pub(crate) fn nonebot_as(url: &str, self_id: i64, token: &str) -> Bot {
+        Bot::start_as(Bot::nonebot_command(), url, self_id, token)
+    }
+
+    /// Koishi as a bot of account `self_id` at `url`.
+    pub(crate) fn koishi_as(url: &str, self_id: i64, token: &str) -> Bot {
+        Bot::start_as(Bot::koishi_command(), url, self_id, token)
     }
 
     /// The next `VIGIL <what>...` line within `limit`; fails the test with
     /// the bot's log otherwise.
-    fn expect(&mut self, what: &str, limit: Duration) -> String {
+    pub(crate) fn expect(&mut self, what: &str, limit: Duration) -> String {
         let prefix = format!("VIGIL {what}");
         let deadline = Instant::now() + limit;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -154,7 +177,7 @@ impl Bot {
         log[start..].to_owned()
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -304,7 +327,10 @@ async fn koishi_connects_gets_its_startup_calls_answered_and_stays_connected() {
 
     // Several heartbeats later it is still the same session.
     let lines = bot.lines_within(Duration::from_millis(3_000));
-    let heartbeats = lines.iter().filter(|l| *l == "VIGIL heartbeat").count();
+    let heartbeats = lines
+        .iter()
+        .filter(|l| *l == "VIGIL heartbeat good=true")
+        .count();
     assert!(heartbeats >= 4, "{lines:?}");
     assert!(
         !lines.iter().any(|l| l.starts_with("VIGIL socket-closed")

@@ -137,10 +137,6 @@ pub async fn http_bytes(
     body: &[u8],
     token: Option<&str>,
 ) -> HttpResponse {
-    let mut stream = match TcpStream::connect(address).await {
-        Ok(stream) => stream,
-        Err(error) => panic!("cannot connect to {address}: {error}"),
-    };
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -150,14 +146,24 @@ pub async fn http_bytes(
     );
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
-    if let Err(error) = stream.write_all(&request).await {
+    raw_http(address, &request).await
+}
+
+/// Sends a whole raw HTTP/1.1 request (ending the connection after its
+/// answer) and reads the response to its end, within 10 s.
+pub async fn raw_http(address: SocketAddr, request: &[u8]) -> HttpResponse {
+    let mut stream = match TcpStream::connect(address).await {
+        Ok(stream) => stream,
+        Err(error) => panic!("cannot connect to {address}: {error}"),
+    };
+    if let Err(error) = stream.write_all(request).await {
         panic!("cannot send request: {error}");
     }
     let mut raw = Vec::new();
     match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => panic!("cannot read response: {error}"),
-        Err(_) => panic!("no response to {method} {path} within 10 s"),
+        Err(_) => panic!("no response within 10 s"),
     }
     HttpResponse::parse(&raw)
 }

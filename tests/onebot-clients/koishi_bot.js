@@ -21,7 +21,10 @@
 // Protocol lines on stdout (one per event):
 //   VIGIL online                    bot status became ONLINE (get_login_info and
 //                                   get_guild_service_profile were answered)
-//   VIGIL heartbeat                 a heartbeat meta event arrived
+//   VIGIL heartbeat good=<bool>     a heartbeat meta event arrived, with its status.good
+//   VIGIL message <text>            a message event arrived
+//   VIGIL replied                   the answer to `vigil-ping` was sent and acknowledged
+//   VIGIL reply-failed <error>      sending it failed
 //   VIGIL reconnecting              bot status became RECONNECT (a retry is scheduled)
 //   VIGIL offline <error|->         bot status became OFFLINE
 //   VIGIL socket-error <message>    the WebSocket failed, e.g. `Unexpected server response: 401`
@@ -96,7 +99,8 @@ onebot.WsClient.prototype.accept = function (socket) {
       return
     }
     if (parsed && parsed.post_type === 'meta_event' && parsed.meta_event_type === 'heartbeat') {
-      say('VIGIL heartbeat')
+      const good = parsed.status && parsed.status.good
+      say(`VIGIL heartbeat good=${good === true}`)
     }
   })
   socket.addEventListener('close', (event) => {
@@ -107,6 +111,16 @@ onebot.WsClient.prototype.accept = function (socket) {
 
 const app = new Context()
 app.plugin(HTTP)
+
+app.on('message', (session) => {
+  const text = String(session.content || '').trim()
+  say(`VIGIL message ${text}`)
+  if (text !== 'vigil-ping') return
+  session.send('vigil-pong').then(
+    () => say('VIGIL replied'),
+    (error) => say(`VIGIL reply-failed ${String(error && error.message || error).replace(/\s+/g, ' ')}`),
+  )
+})
 
 let lastStatus
 app.on('bot-status-updated', (bot) => {

@@ -31,6 +31,28 @@ use crate::core::tcp::ConnInfo;
 pub trait DataHandler: Send + Sync + 'static {
     /// One data frame from `session`.
     fn on_data(&self, host: &SessionHost, session: SessionId, frame: &[u8]);
+
+    /// `session` was admitted and its task is starting: before its first
+    /// frame. A profile that must address the session learns its id here.
+    fn on_open(&self, _host: &SessionHost, _session: SessionId) {}
+
+    /// `session`'s task has ended (evicted, closed, failed): no frame comes
+    /// after this.
+    fn on_close(&self, _host: &SessionHost, _session: SessionId) {}
+}
+
+/// A data handler bound to one session: tells the handler when the
+/// session's task ends, by being dropped with it.
+struct BoundHandler {
+    handler: Arc<dyn DataHandler>,
+    host: SessionHost,
+    session: SessionId,
+}
+
+impl Drop for BoundHandler {
+    fn drop(&mut self) {
+        self.handler.on_close(&self.host, self.session);
+    }
 }
 
 /// How to accept one WebSocket upgrade as a session.
@@ -326,8 +348,15 @@ impl SessionHost {
                 }
                 let id = session.id;
                 let on_data = spec.on_data.map(|handler| {
-                    Box::new(move |frame: &[u8]| handler.on_data(&host, id, frame))
-                        as task::InboundData
+                    handler.on_open(&host, id);
+                    let bound = BoundHandler {
+                        handler,
+                        host,
+                        session: id,
+                    };
+                    Box::new(move |frame: &[u8]| {
+                        bound.handler.on_data(&bound.host, bound.session, frame)
+                    }) as task::InboundData
                 });
                 task::start(hub, session, socket, conn.fd, on_data);
             }))

@@ -104,6 +104,9 @@ pub enum Target {
     Class(String),
     /// Every session accepted on one profile's endpoints.
     Profile(&'static str),
+    /// The sessions of one profile's endpoints in one of its groups
+    /// ([`crate::core::Endpoint::group`]).
+    ProfileGroup(&'static str, u64),
 }
 
 impl Hub {
@@ -411,6 +414,11 @@ impl Hub {
             }),
             Target::Profile(profile) => self.registry.for_each(|session| {
                 if session.endpoint.profile == Some(*profile) {
+                    offer(session);
+                }
+            }),
+            Target::ProfileGroup(profile, group) => self.registry.for_each(|session| {
+                if session.endpoint.profile == Some(*profile) && session.endpoint.group == *group {
                     offer(session);
                 }
             }),

@@ -151,7 +151,9 @@ fn parse_cluster_target(to: Value, this_node: &str) -> Result<ClusterTarget, App
                 .collect(),
         ),
         // A profile's own target is never a publish body's.
-        Target::Profile(_) => return Err(AppError::bad_request("no such target")),
+        Target::Profile(_) | Target::ProfileGroup(..) => {
+            return Err(AppError::bad_request("no such target"))
+        }
     })
 }
 

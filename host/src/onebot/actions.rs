@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use serde_json::json;
 use vigil_policy_runtime::SessionId;
 
+use super::link::Link;
 use super::protocol::{self, retcode, ActionRequest, ActionResponse};
 use super::upstream;
 use super::Settings;
@@ -67,9 +68,16 @@ pub struct ActionLabels {
     pub status: String,
 }
 
-/// Answers the data frames of `/` and `/api` sessions as action requests.
+/// Answers the data frames of one account's `/` and `/api` sessions as
+/// action requests.
 pub(crate) struct ActionHandler {
     pub(crate) settings: Arc<Settings>,
+    /// The account whose sessions these are.
+    pub(crate) self_id: i64,
+    /// Its implementation, in gateway mode: every action goes up to it.
+    pub(crate) link: Option<Arc<Link>>,
+    /// The bounds on its sessions' actions waiting for the implementation.
+    pub(crate) in_flight: upstream::InFlightLimits,
     pub(crate) answered: Family<ActionLabels, Counter>,
 }
 
@@ -89,6 +97,10 @@ impl DataHandler for ActionHandler {
             }
         };
         let label = action_label(&request.action);
+        if let Some(link) = &self.link {
+            self.send_up(host, session, label, Arc::clone(link), request);
+            return;
+        }
         if let Some(response) = self.local_answer(host, &request) {
             self.answer(host, session, label, &response);
             return;
@@ -135,6 +147,37 @@ impl DataHandler for ActionHandler {
 }
 
 impl ActionHandler {
+    /// Sends an action up to the account's implementation on a task of its
+    /// own, within the session's share of the in-flight actions.
+    fn send_up(
+        &self,
+        host: &SessionHost,
+        session: SessionId,
+        label: &'static str,
+        link: Arc<Link>,
+        request: ActionRequest,
+    ) {
+        let Some(permit) = self.in_flight.admit(session) else {
+            let response = ActionResponse::failed(
+                retcode::BAD_REQUEST,
+                format!(
+                    "too many actions waiting for the implementation (at most {} per session)",
+                    upstream::MAX_IN_FLIGHT_PER_SESSION
+                ),
+                request.echo,
+            );
+            self.answer(host, session, label, &response);
+            return;
+        };
+        let host = host.clone();
+        let answered = self.answered.clone();
+        tokio::spawn(async move {
+            let response = link.call(request).await;
+            drop(permit);
+            answer_with(&answered, &host, session, label, &response);
+        });
+    }
+
     /// The answer to an action Vigil carries out itself; `None` for the rest.
     fn local_answer(&self, host: &SessionHost, request: &ActionRequest) -> Option<ActionResponse> {
         let (name, is_async) = match request.action.strip_suffix("_async") {
@@ -144,7 +187,7 @@ impl ActionHandler {
         let settings = &self.settings;
         let data = match LocalAction::named(name)? {
             LocalAction::LoginInfo => {
-                json!({ "user_id": settings.self_id, "nickname": settings.nickname })
+                json!({ "user_id": self.self_id, "nickname": settings.nickname })
             }
             LocalAction::Status => {
                 let mut value = super::status(host).to_value();

@@ -11,17 +11,27 @@
 //!   publishes (`POST /publish`).
 //! - `/` and `/api` answer actions: a few Vigil knows, the rest forwarded to
 //!   `action_upstream` or answered `failed`/1404.
+//!
+//! As a gateway (`[[onebot.upstreams]]`), Vigil stands in front of the
+//! OneBot implementations that hold the bot accounts: each account's
+//! frameworks connect to `/{self_id}/` (`/event`, `/api`; the plain `/` is
+//! the default account's), hear that account's events and only those, and
+//! their actions go up to its implementation (see [`gateway`], [`link`]).
 
 mod actions;
 mod config;
+pub mod gateway;
+pub mod link;
 pub mod protocol;
 pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
@@ -37,7 +47,8 @@ use crate::http::auth::{require_token, TokenCheck};
 use crate::http::AppError;
 use crate::profile::{Background, Profile};
 use actions::ActionHandler;
-pub use config::OneBotConfig;
+pub use config::{OneBotConfig, UpstreamConfig, UpstreamMode};
+use link::{GatewayMetrics, Link};
 use protocol::BotStatus;
 use upstream::Upstream;
 
@@ -81,12 +92,22 @@ pub(crate) struct Settings {
     ws_ping: bool,
     access_token: Option<String>,
     upstream: Option<Upstream>,
+    /// Each gateway account's link to its implementation.
+    links: Arc<HashMap<i64, Arc<Link>>>,
+    /// The largest frame or report taken from an implementation.
+    max_upstream_bytes: usize,
 }
 
 /// The profile in force, built once from `[onebot]`.
 pub struct OneBotProfile {
     settings: Arc<Settings>,
-    actions: Arc<ActionHandler>,
+    /// Each account's action handler: the default one and the gateway's.
+    accounts: Arc<HashMap<i64, Arc<ActionHandler>>>,
+    answered: prometheus_client::metrics::family::Family<
+        actions::ActionLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    gateway_metrics: GatewayMetrics,
 }
 
 impl OneBotProfile {
@@ -124,6 +145,16 @@ impl OneBotProfile {
                 )
             })
             .transpose()?;
+        let gateway_metrics = GatewayMetrics::new();
+        let timeout = Duration::from_millis(config.action_timeout_ms);
+        let links = config
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                Link::new(upstream, timeout, answer_limit, gateway_metrics.clone())
+                    .map(|link| (upstream.self_id, link))
+            })
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
         let settings = Arc::new(Settings {
             self_id,
             nickname: config.nickname.clone(),
@@ -134,12 +165,29 @@ impl OneBotProfile {
                 .clone()
                 .or_else(|| server_token.map(str::to_owned)),
             upstream,
+            links: Arc::new(links),
+            max_upstream_bytes: answer_limit,
         });
-        let actions = Arc::new(ActionHandler {
-            settings: Arc::clone(&settings),
-            answered: Default::default(),
-        });
-        Ok(Some(OneBotProfile { settings, actions }))
+        let answered = prometheus_client::metrics::family::Family::default();
+        let mut accounts: HashMap<i64, Arc<ActionHandler>> = HashMap::new();
+        for account in std::iter::once(self_id).chain(settings.links.keys().copied()) {
+            accounts.insert(
+                account,
+                Arc::new(ActionHandler {
+                    settings: Arc::clone(&settings),
+                    self_id: account,
+                    link: settings.links.get(&account).cloned(),
+                    in_flight: upstream::InFlightLimits::default(),
+                    answered: answered.clone(),
+                }),
+            );
+        }
+        Ok(Some(OneBotProfile {
+            settings,
+            accounts: Arc::new(accounts),
+            answered,
+            gateway_metrics,
+        }))
     }
 
     /// The bot account id every event carries.
@@ -153,7 +201,7 @@ impl OneBotProfile {
 struct EndpointState {
     host: SessionHost,
     settings: Arc<Settings>,
-    actions: Arc<ActionHandler>,
+    accounts: Arc<HashMap<i64, Arc<ActionHandler>>>,
 }
 
 impl Profile for OneBotProfile {
@@ -165,27 +213,46 @@ impl Profile for OneBotProfile {
         registry.register(
             "vigil_onebot_actions",
             "OneBot action requests answered, by action and status",
-            self.actions.answered.clone(),
+            self.answered.clone(),
         );
+        self.gateway_metrics.register(registry);
     }
 
-    /// `/`, `/event` and `/api`, each with and without its trailing slash;
-    /// the token is checked before the upgrade.
+    /// `/`, `/event` and `/api` (the default account), `/{self_id}/…` for
+    /// each account, each with and without its trailing slash; the token is
+    /// checked before the upgrade. Beside them, the routes implementations
+    /// use (`/onebot/v11/…`), with their own credentials.
     fn routes(&self, host: &SessionHost) -> Router {
         let token = TokenCheck::header_or_query(self.settings.access_token.as_deref());
         let state = EndpointState {
             host: host.clone(),
             settings: Arc::clone(&self.settings),
-            actions: Arc::clone(&self.actions),
+            accounts: Arc::clone(&self.accounts),
         };
-        Router::new()
-            .route("/", get(universal))
-            .route("/event", get(event))
-            .route("/event/", get(event))
-            .route("/api", get(api))
-            .route("/api/", get(api))
+        let mut downstream = Router::new();
+        for (paths, role) in [
+            (["/", "/{self_id}", "/{self_id}/"], OneBotRole::Universal),
+            (["/event", "/event/", "/{self_id}/event"], OneBotRole::Event),
+            (["/api", "/api/", "/{self_id}/api"], OneBotRole::Api),
+        ] {
+            for path in paths {
+                downstream = downstream.route(path, endpoint(role));
+            }
+        }
+        let downstream = downstream
+            .route("/{self_id}/event/", endpoint(OneBotRole::Event))
+            .route("/{self_id}/api/", endpoint(OneBotRole::Api))
             .route_layer(middleware::from_fn_with_state(token, require_token))
-            .with_state(state)
+            .with_state(state);
+        if self.settings.links.is_empty() {
+            return downstream;
+        }
+        downstream.merge(gateway::routes(gateway::Gateway {
+            host: host.clone(),
+            links: Arc::clone(&self.settings.links),
+            ws_ping: self.settings.ws_ping,
+            max_report_bytes: self.settings.max_upstream_bytes,
+        }))
     }
 
     /// A OneBot event (an object with `post_type`) from a backend that left
@@ -195,7 +262,7 @@ impl Profile for OneBotProfile {
     }
 
     fn background(&self, host: &SessionHost, stop: watch::Receiver<bool>) -> Option<Background> {
-        Some(Box::pin(run_heartbeats(
+        Some(Box::pin(run_background(
             host.clone(),
             Arc::clone(&self.settings),
             stop,
@@ -203,28 +270,58 @@ impl Profile for OneBotProfile {
     }
 }
 
-async fn universal(
-    State(state): State<EndpointState>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, AppError> {
-    accept(state, conn, upgrade, OneBotRole::Universal).await
+/// The heartbeats, and each gateway link's own task (forward-WS
+/// connections, HTTP probes), until `stop`.
+async fn run_background(host: SessionHost, settings: Arc<Settings>, stop: watch::Receiver<bool>) {
+    let links: Vec<tokio::task::JoinHandle<()>> = settings
+        .links
+        .values()
+        .filter_map(|link| match link.mode {
+            UpstreamMode::ForwardWs => Some(tokio::spawn(gateway::run_forward(
+                host.clone(),
+                Arc::clone(link),
+                settings.heartbeat_interval,
+                settings.max_upstream_bytes,
+                stop.clone(),
+            ))),
+            UpstreamMode::Http => Some(tokio::spawn(gateway::run_http_probe(
+                Arc::clone(link),
+                settings.heartbeat_interval,
+                stop.clone(),
+            ))),
+            UpstreamMode::ReverseWs => None,
+        })
+        .collect();
+    run_heartbeats(host, Arc::clone(&settings), stop).await;
+    for task in links {
+        let _ = task.await;
+    }
 }
 
-async fn event(
-    State(state): State<EndpointState>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, AppError> {
-    accept(state, conn, upgrade, OneBotRole::Event).await
+/// One endpoint's route: `role`, for the account its path names
+/// (`/{self_id}/…`) or the default account (the plain paths).
+fn endpoint(role: OneBotRole) -> axum::routing::MethodRouter<EndpointState> {
+    get(
+        move |State(state): State<EndpointState>,
+              ConnectInfo(conn): ConnectInfo<ConnInfo>,
+              path: Option<Path<String>>,
+              upgrade: WebSocketUpgrade| async move {
+            let account = match path {
+                Some(Path(self_id)) => account_of(&state, &self_id)?,
+                None => state.settings.self_id,
+            };
+            accept(state, conn, upgrade, role, account).await
+        },
+    )
 }
 
-async fn api(
-    State(state): State<EndpointState>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, AppError> {
-    accept(state, conn, upgrade, OneBotRole::Api).await
+/// The account a `/{self_id}/…` path names, if it is one of the accounts.
+fn account_of(state: &EndpointState, self_id: &str) -> Result<i64, AppError> {
+    self_id
+        .parse::<i64>()
+        .ok()
+        .filter(|id| state.accounts.contains_key(id))
+        .ok_or_else(|| AppError::not_found(format!("no OneBot account {self_id} here")))
 }
 
 async fn accept(
@@ -232,16 +329,20 @@ async fn accept(
     conn: ConnInfo,
     upgrade: WebSocketUpgrade,
     role: OneBotRole,
+    account: i64,
 ) -> Result<Response, AppError> {
     let settings = &state.settings;
+    let Some(actions) = state.accounts.get(&account) else {
+        return Err(AppError::not_found(format!(
+            "no OneBot account {account} here"
+        )));
+    };
     let greeting = role.receives_events().then(|| {
-        Message::Text(
-            protocol::lifecycle_connect(settings.self_id, protocol::unix_seconds()).into(),
-        )
+        Message::Text(protocol::lifecycle_connect(account, protocol::unix_seconds()).into())
     });
     let on_data = role
         .answers_actions()
-        .then(|| Arc::clone(&state.actions) as Arc<dyn crate::core::DataHandler>);
+        .then(|| Arc::clone(actions) as Arc<dyn crate::core::DataHandler>);
     let spec = EndpointSpec {
         class: Arc::from(CLIENT_CLASS),
         identity: None,
@@ -251,6 +352,7 @@ async fn accept(
             receives_published: role.receives_events(),
             pinged: settings.ws_ping,
             profile: Some(PROFILE),
+            group: link::group_of(account),
         },
         greeting,
         on_data,
@@ -270,8 +372,10 @@ pub fn status(host: &SessionHost) -> BotStatus {
 }
 
 /// Sends a heartbeat meta event to every `/` and `/event` session each
-/// interval, until `stop` turns true. One timer for all sessions; each
-/// session's first heartbeat comes within one interval of its lifecycle event.
+/// interval, until `stop` turns true: each account's sessions hear their
+/// own account's, with its status. One timer for all sessions; each
+/// session's first heartbeat comes within one interval of its lifecycle
+/// event.
 async fn run_heartbeats(
     host: SessionHost,
     settings: Arc<Settings>,
@@ -281,13 +385,29 @@ async fn run_heartbeats(
     let mut interval = tokio::time::interval(settings.heartbeat_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await; // the first tick is immediate; lifecycle came first
+    let accounts: Vec<i64> = std::iter::once(settings.self_id)
+        .chain(
+            settings
+                .links
+                .keys()
+                .copied()
+                .filter(|id| *id != settings.self_id),
+        )
+        .collect();
     while crate::core::tick::next_tick(&mut interval, &mut stop).await {
-        let beat = protocol::heartbeat(
-            settings.self_id,
-            protocol::unix_seconds(),
-            interval_ms,
-            status(&host),
-        );
-        host.publish(&Target::Profile(PROFILE), Message::Text(beat.into()));
+        let now = protocol::unix_seconds();
+        for account in &accounts {
+            let link = settings.links.get(account).map(Arc::as_ref);
+            let beat = protocol::heartbeat(
+                *account,
+                now,
+                interval_ms,
+                link::account_status(&host, link),
+            );
+            host.publish(
+                &Target::ProfileGroup(PROFILE, link::group_of(*account)),
+                Message::Text(beat.into()),
+            );
+        }
     }
 }

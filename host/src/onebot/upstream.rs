@@ -47,8 +47,33 @@ pub fn parse_loopback_url(text: &str) -> Result<Url, String> {
 pub struct Upstream {
     base: Url,
     client: reqwest::Client,
+    access_token: Option<String>,
     answer_limit: usize,
-    in_flight: Arc<Mutex<InFlightCounts>>,
+    in_flight: InFlightLimits,
+}
+
+/// The bounds on actions waiting for an upstream: per session and in all.
+#[derive(Debug, Clone, Default)]
+pub struct InFlightLimits {
+    counts: Arc<Mutex<InFlightCounts>>,
+}
+
+impl InFlightLimits {
+    /// A place for one more waiting action of `session`, or `None` when it
+    /// or everyone has too many waiting.
+    pub fn admit(&self, session: u64) -> Option<InFlight> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = counts.by_session.get(&session).copied().unwrap_or(0);
+        if counts.total >= MAX_IN_FLIGHT || mine >= MAX_IN_FLIGHT_PER_SESSION {
+            return None;
+        }
+        counts.total += 1;
+        counts.by_session.insert(session, mine + 1);
+        Some(InFlight {
+            counts: Arc::clone(&self.counts),
+            session,
+        })
+    }
 }
 
 /// Forwarded actions waiting, in all and by session.
@@ -78,16 +103,25 @@ impl Drop for InFlight {
     }
 }
 
-/// A OneBot HTTP API answer, as far as Vigil reads it.
-#[derive(Deserialize)]
-struct UpstreamAnswer {
-    retcode: i64,
+/// A OneBot answer (over HTTP or a WebSocket), as far as Vigil reads it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UpstreamAnswer {
+    pub(crate) retcode: i64,
     #[serde(default)]
-    data: Option<Box<RawValue>>,
+    pub(crate) data: Option<Box<RawValue>>,
     #[serde(default)]
-    message: Option<String>,
+    pub(crate) message: Option<String>,
     #[serde(default)]
-    wording: Option<String>,
+    pub(crate) wording: Option<String>,
+}
+
+impl UpstreamAnswer {
+    /// The framework's response: this answer under the framework's `echo`.
+    pub(crate) fn into_response(self, echo: Option<Box<RawValue>>) -> ActionResponse {
+        let message = self.message.or(self.wording);
+        let data = self.data.unwrap_or_else(|| RawValue::NULL.to_owned());
+        ActionResponse::with_raw_data(self.retcode, data, message, echo)
+    }
 }
 
 impl Upstream {
@@ -105,28 +139,23 @@ impl Upstream {
         Ok(Upstream {
             base,
             client,
+            access_token: None,
             answer_limit,
-            in_flight: Arc::default(),
+            in_flight: InFlightLimits::default(),
         })
+    }
+
+    /// Sends `token` as `Authorization: Bearer` with every action, as
+    /// OneBot HTTP APIs with an access token require.
+    pub fn with_access_token(mut self, token: Option<String>) -> Self {
+        self.access_token = token.filter(|token| !token.is_empty());
+        self
     }
 
     /// A place for one more forwarded action of `session`, or `None` when
     /// it or everyone has too many waiting.
     pub fn admit(&self, session: u64) -> Option<InFlight> {
-        let mut counts = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mine = counts.by_session.get(&session).copied().unwrap_or(0);
-        if counts.total >= MAX_IN_FLIGHT || mine >= MAX_IN_FLIGHT_PER_SESSION {
-            return None;
-        }
-        counts.total += 1;
-        counts.by_session.insert(session, mine + 1);
-        Some(InFlight {
-            counts: Arc::clone(&self.in_flight),
-            session,
-        })
+        self.in_flight.admit(session)
     }
 
     fn action_url(&self, action: &str) -> Result<Url, String> {
@@ -146,11 +175,7 @@ impl Upstream {
         echo: Option<Box<RawValue>>,
     ) -> ActionResponse {
         match self.try_call(action, params).await {
-            Ok(answer) => {
-                let message = answer.message.or(answer.wording);
-                let data = answer.data.unwrap_or_else(|| RawValue::NULL.to_owned());
-                ActionResponse::with_raw_data(answer.retcode, data, message, echo)
-            }
+            Ok(answer) => answer.into_response(echo),
             Err(why) => {
                 // Debug, not warn: a client decides how often this happens.
                 tracing::debug!(action, upstream = %self.base, %why, "action upstream failed");
@@ -169,13 +194,11 @@ impl Upstream {
         params: &Map<String, Value>,
     ) -> Result<UpstreamAnswer, String> {
         let url = self.action_url(action)?;
-        let response = self
-            .client
-            .post(url)
-            .json(params)
-            .send()
-            .await
-            .map_err(|error| describe(&error))?;
+        let mut request = self.client.post(url).json(params);
+        if let Some(token) = &self.access_token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|error| describe(&error))?;
         let status = response.status();
         let too_large = || {
             format!(

@@ -37,6 +37,10 @@ pub struct Endpoint {
     /// The profile whose endpoint it is, so the profile can address its own
     /// sessions (`Target::Profile`); `None` for `/ws`.
     pub profile: Option<&'static str>,
+    /// The profile's own subdivision of its sessions, so it can address one
+    /// part of them (`Target::ProfileGroup`; a bot protocol: the bot account.s
+    /// id); 0 for none.
+    pub group: u64,
 }
 
 impl Endpoint {
@@ -45,6 +49,7 @@ impl Endpoint {
         receives_published: true,
         pinged: true,
         profile: None,
+        group: 0,
     };
 }
 
