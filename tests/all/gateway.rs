@@ -249,6 +249,13 @@ async fn http_post_nonebot2_talks_to_the_implementation_and_a_bad_signature_is_r
     assert_eq!(unknown.status, 403, "{}", unknown.text);
     let malformed = post_report(vigil, ACCOUNT_B, "{not json", &sign("{not json")).await;
     assert_eq!(malformed.status, 400, "{}", malformed.text);
+    // A report over the size limit is refused from its Content-Length.
+    let oversized = format!(
+        "POST /onebot/v11/http HTTP/1.1\r\nHost: {vigil}\r\nX-Self-ID: {ACCOUNT_B}\r\n\
+         X-Signature: sha1=00\r\nContent-Length: {}\r\n\r\n{{\"a\":",
+        64 << 20
+    );
+    assert_eq!(crate::support::raw_status(vigil, &oversized).await, 413);
     let signed = post_report(vigil, ACCOUNT_B, &forged, &sign(&forged)).await;
     assert_eq!(signed.status, 204, "{}", signed.text);
     let first = message_event(&mut listener);

@@ -267,9 +267,17 @@ async fn http_report(
     body: Body,
 ) -> Result<Response, AppError> {
     let link = link_for(&gateway, &headers, UpstreamMode::Http)?;
-    let body = match axum::body::to_bytes(body, gateway.max_report_bytes).await {
+    // A declared length over the limit is refused before a byte is read.
+    let declared = header(&headers, "content-length").and_then(|length| length.parse::<u64>().ok());
+    let body = match declared.filter(|length| *length > gateway.max_report_bytes as u64) {
+        Some(_) => Err(()),
+        None => axum::body::to_bytes(body, gateway.max_report_bytes)
+            .await
+            .map_err(|_| ()),
+    };
+    let body = match body {
         Ok(body) => body,
-        Err(_) => {
+        Err(()) => {
             link.metrics().refuse("oversized");
             return Err(AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
