@@ -115,6 +115,7 @@ fn upstream(self_id: i64, mode: UpstreamMode) -> UpstreamConfig {
         url: None,
         access_token: None,
         secret: None,
+        framework_token: None,
     }
 }
 
@@ -371,17 +372,37 @@ async fn forward_ws_koishi_gets_its_calls_answered_by_the_implementation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_accounts_never_see_each_others_events() {
+    const TOKEN_B: &str = "account-b-t0ken";
     let server = start(config(vec![
         reverse_upstream(ACCOUNT_A),
-        reverse_upstream(ACCOUNT_B),
+        UpstreamConfig {
+            framework_token: Some(TOKEN_B.to_owned()),
+            ..reverse_upstream(ACCOUNT_B)
+        },
     ]))
     .await;
     let vigil = server.address;
+    // Account B's frameworks have a token of their own: A's opens no B
+    // endpoint, and B's opens no A endpoint.
+    for (path, token, status) in [
+        (format!("/{ACCOUNT_B}/"), TOKEN, 403),
+        ("/".to_owned(), TOKEN_B, 403),
+        (format!("/{ACCOUNT_B}/"), "", 401),
+    ] {
+        let auth = if token.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {token}\r\n")
+        };
+        let request = format!("{}{auth}\r\n", crate::support::upgrade_head(&path));
+        let got = crate::support::raw_status(vigil, &request).await;
+        assert_eq!(got, status, "{path} with {token:?}");
+    }
     let mut impl_a = reverse_impl(vigil, ACCOUNT_A);
     let mut impl_b = reverse_impl(vigil, ACCOUNT_B);
     let mut bot_a = WsClient::connect_url(&format!("ws://{vigil}/?access_token={TOKEN}"), &[]);
     let mut bot_b = WsClient::connect_url(
-        &format!("ws://{vigil}/{ACCOUNT_B}/event?access_token={TOKEN}"),
+        &format!("ws://{vigil}/{ACCOUNT_B}/event?access_token={TOKEN_B}"),
         &[],
     );
     impl_a.message("for-a");
@@ -502,6 +523,21 @@ async fn untrusted_upstream_input_is_refused_or_dropped_and_a_dead_upstream_fail
     ] {
         if upstream.send(Message::Text(junk.into())).await.is_err() {
             panic!("the link dropped the implementation over junk");
+        }
+    }
+
+    // A busy implementation is no client: a burst past the per-session
+    // frame rate (200/s) does not close its link.
+    let beat = json!({"time": 1, "self_id": ACCOUNT_A, "post_type": "meta_event",
+        "meta_event_type": "heartbeat", "interval": 1000, "status": {"online": true, "good": true}})
+    .to_string();
+    for _ in 0..600 {
+        if upstream
+            .send(Message::Text(beat.clone().into()))
+            .await
+            .is_err()
+        {
+            panic!("the link dropped the implementation over a burst");
         }
     }
 

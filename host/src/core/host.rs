@@ -305,7 +305,9 @@ impl SessionHost {
                 return Err(AcceptError::IdentityTaken(identity.clone()));
             }
         }
-        self.make_room().await?;
+        if !spec.endpoint.operator_link {
+            self.make_room().await?;
+        }
         let server = &self.hub.config.server;
         let upgrade = upgrade
             .read_buffer_size(server.read_buffer_bytes)
@@ -380,6 +382,16 @@ impl SessionHost {
             .await
             .ok()
             .flatten()
+            .map(|chosen| {
+                chosen
+                    .into_iter()
+                    .filter(|id| {
+                        hub.registry
+                            .get(*id)
+                            .is_some_and(|session| !session.endpoint.operator_link)
+                    })
+                    .collect::<Vec<_>>()
+            })
             .filter(|chosen| chosen.len() >= excess as usize);
         match chosen {
             Some(chosen) => {

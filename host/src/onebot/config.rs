@@ -72,6 +72,10 @@ pub struct UpstreamConfig {
     /// `http`: the secret its event reports are signed with
     /// (`X-Signature: sha1=<hmac>`). Required in that mode.
     pub secret: Option<String>,
+    /// The token this account's frameworks present on `/{self_id}/…`, so
+    /// one account's frameworks cannot read another's events. Default:
+    /// `[onebot] access_token`.
+    pub framework_token: Option<String>,
 }
 
 impl Default for OneBotConfig {
@@ -198,6 +202,7 @@ mod tests {
             url: url.map(str::to_owned),
             access_token: token.map(str::to_owned),
             secret: secret.map(str::to_owned),
+            framework_token: None,
         }
     }
 

@@ -228,6 +228,7 @@ async fn reverse(
             pinged: gateway.ws_ping,
             profile: Some(UPSTREAM_PROFILE),
             group: group_of(link.self_id),
+            operator_link: true,
         },
         greeting: None,
         on_data: Some(Arc::new(ReverseSession {

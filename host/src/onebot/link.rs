@@ -195,6 +195,7 @@ pub struct Link {
     http: Option<Upstream>,
     http_online: AtomicBool,
     reported_good: AtomicBool,
+    reported_online: AtomicBool,
     pending: Mutex<HashMap<u64, Pending>>,
     next_echo: AtomicU64,
     timeout: Duration,
@@ -248,6 +249,7 @@ impl Link {
             http,
             http_online: AtomicBool::new(false),
             reported_good: AtomicBool::new(true),
+            reported_online: AtomicBool::new(true),
             pending: Mutex::new(HashMap::new()),
             next_echo: AtomicU64::new(1),
             timeout,
@@ -266,16 +268,33 @@ impl Link {
     pub fn connected(&self) -> bool {
         match self.mode {
             UpstreamMode::Http => self.http_online.load(Ordering::Relaxed),
-            _ => {
-                let connections = self.lock_connections();
-                connections.actions.is_some() || connections.events_only.is_some()
-            }
+            // Without the connection actions go up on, the account cannot act.
+            _ => self.lock_connections().actions.is_some(),
         }
     }
 
-    /// Whether the implementation's own last heartbeat said it was good.
+    /// Whether the implementation's own last heartbeat (or status) said
+    /// it was good.
     pub fn reported_good(&self) -> bool {
         self.reported_good.load(Ordering::Relaxed)
+    }
+
+    /// Whether the implementation's own last heartbeat (or status) said
+    /// its account was online.
+    pub fn reported_online(&self) -> bool {
+        self.reported_online.load(Ordering::Relaxed)
+    }
+
+    fn record_status(&self, status: Option<&Value>) {
+        let flag = |name: &str| {
+            status
+                .and_then(|status| status.get(name))
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        };
+        self.reported_good.store(flag("good"), Ordering::Relaxed);
+        self.reported_online
+            .store(flag("online"), Ordering::Relaxed);
     }
 
     fn lock_connections(&self) -> std::sync::MutexGuard<'_, Connections> {
@@ -296,13 +315,26 @@ impl Link {
     /// when actions go up over it (`Universal`, `API`).
     pub(crate) fn attach_session(&self, host: &SessionHost, session: SessionId, actions: bool) {
         let _ = self.host_for_reply.set(host.clone());
-        {
+        // Superseded already by a newer connection that opened first.
+        if host.session(session).is_none() {
+            return;
+        }
+        let replaced = {
             let mut connections = self.lock_connections();
             if actions {
-                connections.actions = Some(Outbound::Session(session));
+                connections
+                    .actions
+                    .replace(Outbound::Session(session))
+                    .is_some()
             } else {
                 connections.events_only = Some(session);
+                false
             }
+        };
+        // Actions written to the old connection will not be answered on
+        // the new one: fail them now rather than at their timeout.
+        if replaced {
+            self.fail_pending();
         }
         tracing::info!(
             self_id = self.self_id,
@@ -375,10 +407,11 @@ impl Link {
             .await
             .to_json();
         let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
-        let online = answer["retcode"] == json!(retcode::OK);
-        let good = answer["data"]["good"].as_bool().unwrap_or(online);
-        self.reported_good.store(good, Ordering::Relaxed);
-        self.set_http_online(online);
+        let answered = answer["retcode"] == json!(retcode::OK);
+        if answered {
+            self.record_status(Some(&answer["data"]));
+        }
+        self.set_http_online(answered);
     }
 
     /// Fails every waiting action: dropping their senders wakes each with
@@ -531,13 +564,7 @@ impl Link {
             match incoming.meta_event_type.as_deref() {
                 // Vigil tells its frameworks its own lifecycle and heartbeats.
                 Some("heartbeat") => {
-                    let good = incoming
-                        .status
-                        .as_ref()
-                        .and_then(|status| status.get("good"))
-                        .and_then(Value::as_bool)
-                        .unwrap_or(true);
-                    self.reported_good.store(good, Ordering::Relaxed);
+                    self.record_status(incoming.status.as_ref());
                     return;
                 }
                 Some("lifecycle") => return,
@@ -610,7 +637,7 @@ pub fn account_status(host: &SessionHost, link: Option<&Link>) -> protocol::BotS
     match link {
         None => host_status,
         Some(link) => {
-            let online = host_status.online && link.connected();
+            let online = host_status.online && link.connected() && link.reported_online();
             protocol::BotStatus {
                 online,
                 good: online && host_status.good && link.reported_good(),

@@ -30,9 +30,10 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
-use axum::middleware;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -43,7 +44,7 @@ use vigil_policy_runtime::PolicyState;
 
 use crate::core::tcp::ConnInfo;
 use crate::core::{Endpoint, EndpointSpec, SessionHost, Target};
-use crate::http::auth::{require_token, TokenCheck};
+use crate::http::auth::TokenCheck;
 use crate::http::AppError;
 use crate::profile::{Background, Profile};
 use actions::ActionHandler;
@@ -94,6 +95,8 @@ pub(crate) struct Settings {
     upstream: Option<Upstream>,
     /// Each gateway account's link to its implementation.
     links: Arc<HashMap<i64, Arc<Link>>>,
+    /// Each gateway account's own framework token, where it has one.
+    framework_tokens: HashMap<i64, String>,
     /// The largest frame or report taken from an implementation.
     max_upstream_bytes: usize,
 }
@@ -166,6 +169,16 @@ impl OneBotProfile {
                 .or_else(|| server_token.map(str::to_owned)),
             upstream,
             links: Arc::new(links),
+            framework_tokens: config
+                .upstreams
+                .iter()
+                .filter_map(|upstream| {
+                    upstream
+                        .framework_token
+                        .clone()
+                        .map(|token| (upstream.self_id, token))
+                })
+                .collect(),
             max_upstream_bytes: answer_limit,
         });
         let answered = prometheus_client::metrics::family::Family::default();
@@ -204,6 +217,20 @@ struct EndpointState {
     accounts: Arc<HashMap<i64, Arc<ActionHandler>>>,
 }
 
+impl EndpointState {
+    /// The token `account`'s frameworks must present: its own, or the
+    /// profile's.
+    fn token_check(&self, account: i64) -> TokenCheck {
+        let token = self
+            .settings
+            .framework_tokens
+            .get(&account)
+            .map(String::as_str)
+            .or(self.settings.access_token.as_deref());
+        TokenCheck::header_or_query(token)
+    }
+}
+
 impl Profile for OneBotProfile {
     fn name(&self) -> &'static str {
         PROFILE
@@ -223,7 +250,6 @@ impl Profile for OneBotProfile {
     /// checked before the upgrade. Beside them, the routes implementations
     /// use (`/onebot/v11/…`), with their own credentials.
     fn routes(&self, host: &SessionHost) -> Router {
-        let token = TokenCheck::header_or_query(self.settings.access_token.as_deref());
         let state = EndpointState {
             host: host.clone(),
             settings: Arc::clone(&self.settings),
@@ -242,7 +268,6 @@ impl Profile for OneBotProfile {
         let downstream = downstream
             .route("/{self_id}/event/", endpoint(OneBotRole::Event))
             .route("/{self_id}/api/", endpoint(OneBotRole::Api))
-            .route_layer(middleware::from_fn_with_state(token, require_token))
             .with_state(state);
         if self.settings.links.is_empty() {
             return downstream;
@@ -305,12 +330,24 @@ fn endpoint(role: OneBotRole) -> axum::routing::MethodRouter<EndpointState> {
         move |State(state): State<EndpointState>,
               ConnectInfo(conn): ConnectInfo<ConnInfo>,
               path: Option<Path<String>>,
-              upgrade: WebSocketUpgrade| async move {
+              headers: axum::http::HeaderMap,
+              RawQuery(query): RawQuery,
+              upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| async move {
+            // The token before anything else: without it, not even which
+            // accounts exist is told.
             let account = match path {
-                Some(Path(self_id)) => account_of(&state, &self_id)?,
-                None => state.settings.self_id,
+                Some(Path(self_id)) => account_of(&state, &self_id),
+                None => Ok(state.settings.self_id),
             };
-            accept(state, conn, upgrade, role, account).await
+            let checked = account.as_ref().map_or(state.settings.self_id, |id| *id);
+            state
+                .token_check(checked)
+                .check(&headers, query.as_deref())?;
+            let account = account?;
+            match upgrade {
+                Ok(upgrade) => accept(state, conn, upgrade, role, account).await,
+                Err(rejection) => Ok(rejection.into_response()),
+            }
         },
     )
 }
@@ -353,6 +390,7 @@ async fn accept(
             pinged: settings.ws_ping,
             profile: Some(PROFILE),
             group: link::group_of(account),
+            operator_link: false,
         },
         greeting,
         on_data,

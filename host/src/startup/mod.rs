@@ -320,11 +320,10 @@ fn start_admin(
     let admin_address = admin_listener
         .local_addr()
         .context("reading the admin address")?;
-    let dashboard = Dashboard::new(host.clone(), cluster);
+    let dashboard = Dashboard::new(host.clone(), cluster, stopped.clone());
     let app = crate::http::admin::router(host.clone(), token).merge(
         crate::http::dashboard::router(Arc::clone(&dashboard), token),
     );
-    let sampler_stop = stopped.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -333,7 +332,7 @@ fn start_admin(
         .name("vigil-admin".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                tokio::spawn(dashboard.run_sampler(sampler_stop));
+                tokio::spawn(dashboard.run_sampler());
                 let listener = match TcpListener::from_std(admin_listener) {
                     Ok(listener) => listener,
                     Err(error) => {

@@ -41,6 +41,12 @@ pub struct Endpoint {
     /// part of them (`Target::ProfileGroup`; a bot protocol: the bot account.s
     /// id); 0 for none.
     pub group: u64,
+    /// A connection the operator configured and authenticated (a bot
+    /// protocol's upstream), not a client: exempt from the per-session
+    /// inbound frame rate, never chosen to make room at the session limit,
+    /// and admitted past it. Liveness (pings, pong deadlines, the policy)
+    /// applies as to any session.
+    pub operator_link: bool,
 }
 
 impl Endpoint {
@@ -50,6 +56,7 @@ impl Endpoint {
         pinged: true,
         profile: None,
         group: 0,
+        operator_link: false,
     };
 }
 

@@ -182,7 +182,8 @@ async fn run(
     fd: RawFd,
     mut on_data: Option<InboundData>,
 ) {
-    let mut limiter = InboundLimiter::new(hub.config.sessions.max_inbound_frames_per_sec);
+    let mut limiter = (!session.endpoint.operator_link)
+        .then(|| InboundLimiter::new(hub.config.sessions.max_inbound_frames_per_sec));
     if let Some(meter) = &session.meter {
         meter.activate();
     }
@@ -239,7 +240,7 @@ async fn run(
                     meter.message_complete();
                 }
                 let now = Instant::now();
-                if !limiter.allow(now) {
+                if limiter.as_mut().is_some_and(|limiter| !limiter.allow(now)) {
                     break SessionEnd::RateLimited;
                 }
                 if let Some(end) = on_inbound(&hub, &session, message, now, &mut on_data) {

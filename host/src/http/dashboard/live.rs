@@ -35,17 +35,26 @@ pub struct Dashboard {
     history: Mutex<History>,
     frames: watch::Sender<Option<Arc<str>>>,
     watchers: AtomicUsize,
+    /// Turns true at shutdown: every page's stream ends, so the admin
+    /// listener's graceful shutdown is not held open by a browser tab.
+    stop: watch::Receiver<bool>,
 }
 
 impl Dashboard {
-    /// A dashboard over `host` (and its cluster, for the per-node view).
-    pub fn new(host: SessionHost, cluster: Option<ClusterNode>) -> Arc<Self> {
+    /// A dashboard over `host` (and its cluster, for the per-node view)
+    /// until `stop` turns true.
+    pub fn new(
+        host: SessionHost,
+        cluster: Option<ClusterNode>,
+        stop: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(Dashboard {
             host,
             cluster,
             history: Mutex::new(History::default()),
             frames: watch::Sender::new(None),
             watchers: AtomicUsize::new(0),
+            stop,
         })
     }
 
@@ -54,22 +63,17 @@ impl Dashboard {
         &self.host
     }
 
-    /// Samples every [`SAMPLE_EVERY`] until `stop` turns true.
-    pub async fn run_sampler(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Samples every [`SAMPLE_EVERY`] until the dashboard's stop.
+    pub async fn run_sampler(self: Arc<Self>) {
+        let mut stop = self.stop.clone();
         let mut every = tokio::time::interval(SAMPLE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut removals_sent = self.host.removals().total();
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.wait_for(|stop| *stop) => return,
-            }
+        while crate::core::tick::next_tick(&mut every, &mut stop).await {
             let sample = self.sample();
             if self.watchers.load(Ordering::Relaxed) > 0 {
-                let frame = self.frame(sample, removals_sent).await;
+                let frame = self.frame(sample).await;
                 self.frames.send_replace(Some(Arc::from(frame.to_string())));
             }
-            removals_sent = self.host.removals().total();
         }
     }
 
@@ -98,8 +102,11 @@ impl Dashboard {
     }
 
     /// The frame of this second: the sample, the census, the policy, the
-    /// shadow report, the removals after `removals_sent`, the nodes.
-    async fn frame(&self, sample: Sample, removals_sent: u64) -> Value {
+    /// shadow report, the newest removals, the nodes. Every frame carries
+    /// the newest [`REMOVALS_PER_FRAME`] removals (the page keeps those it
+    /// has not seen, by `seq`), so a page that missed frames misses no
+    /// removal that is still among the newest.
+    async fn frame(&self, sample: Sample) -> Value {
         let host = &self.host;
         let policy = host.policy();
         let stats = policy.stats();
@@ -129,7 +136,7 @@ impl Dashboard {
                 "faults": faults,
             },
             "shadow_report": shadow_report,
-            "removals": host.removals().after(removals_sent, REMOVALS_PER_FRAME),
+            "removals": host.removals().after(0, REMOVALS_PER_FRAME),
             "nodes": nodes,
             "shutting_down": host.is_shutting_down(),
         })
@@ -157,7 +164,11 @@ impl Dashboard {
             if let Some(first) = first {
                 return Some((Ok(first), (None, frames, watching)));
             }
-            frames.changed().await.ok()?;
+            let mut stop = watching.0.stop.clone();
+            tokio::select! {
+                changed = frames.changed() => changed.ok()?,
+                _ = stop.wait_for(|stop| *stop) => return None,
+            }
             let frame = frames.borrow_and_update().clone();
             let event = match frame {
                 Some(frame) => Event::default().event("frame").data(&*frame),

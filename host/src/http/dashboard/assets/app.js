@@ -38,7 +38,10 @@ function apply(kind, data) {
     addRemovals(data.removals || []);
   } else if (kind === "frame") {
     state.frame = data;
-    if (data.sample) {
+    const last = state.samples[state.samples.length - 1];
+    // A second already in the history (a page that joined while the frame
+    // was built) is not counted twice.
+    if (data.sample && !(last && data.sample.t <= last.t)) {
       state.samples.push(data.sample);
       if (state.samples.length > HISTORY_CAP) {
         state.samples.splice(0, state.samples.length - HISTORY_CAP);
