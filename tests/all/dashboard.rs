@@ -304,10 +304,10 @@ impl Browser {
         }
     }
 
-    async fn close(mut self) {
+    /// Ends the WebDriver session (the browser quits); dropping stops the
+    /// driver.
+    async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 

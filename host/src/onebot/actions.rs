@@ -172,7 +172,7 @@ impl ActionHandler {
         let host = host.clone();
         let answered = self.answered.clone();
         tokio::spawn(async move {
-            let response = link.call(request).await;
+            let response = link.call(&host, request).await;
             drop(permit);
             answer_with(&answered, &host, session, label, &response);
         });

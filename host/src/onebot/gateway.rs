@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use vigil_policy_runtime::SessionId;
 
 use super::config::UpstreamMode;
-use super::link::{group_of, Link};
+use super::link::{group_of, GatewayMetrics, Link};
 use crate::core::tcp::ConnInfo;
 use crate::core::{DataHandler, Endpoint, EndpointSpec, SessionHost};
 use crate::http::AppError;
@@ -54,6 +54,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub(crate) struct Gateway {
     pub(crate) host: SessionHost,
     pub(crate) links: Arc<HashMap<i64, Arc<Link>>>,
+    pub(crate) metrics: GatewayMetrics,
     pub(crate) ws_ping: bool,
     pub(crate) max_report_bytes: usize,
 }
@@ -153,9 +154,7 @@ fn link_for(
     match gateway.links.get(&self_id) {
         Some(link) if link.mode == mode => Ok(Arc::clone(link)),
         _ => {
-            if let Some(link) = gateway.links.values().next() {
-                link.metrics().refuse("unknown-self-id");
-            }
+            gateway.metrics.refuse("unknown-self-id");
             Err(AppError::new(
                 StatusCode::FORBIDDEN,
                 format!("account {self_id} is not configured for this connection mode"),

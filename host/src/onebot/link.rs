@@ -163,19 +163,6 @@ struct Incoming {
 /// The prefix of Vigil's own `echo` on actions it sends up.
 const ECHO_PREFIX: &str = "vigil:";
 
-/// An action waiting for its answer.
-struct Pending {
-    reply: oneshot::Sender<Answer>,
-}
-
-/// Connections of a reverse-WS implementation: the one actions go up
-/// (`Universal` or `API`), and one that only sends events (`Event`).
-#[derive(Debug, Default)]
-struct Connections {
-    actions: Option<Outbound>,
-    events_only: Option<SessionId>,
-}
-
 /// One account's link to its implementation.
 pub struct Link {
     /// The account.
@@ -189,14 +176,16 @@ pub struct Link {
     pub url: Option<String>,
     /// `http`: the secret its reports are signed with.
     pub secret: Option<String>,
-    connections: Mutex<Connections>,
-    /// The host a reverse-WS session's actions are written through.
-    host_for_reply: std::sync::OnceLock<SessionHost>,
+    /// The connection actions go up on (a reverse-WS `Universal` or `API`
+    /// session, or the forward-WS socket); none while it is away. An
+    /// `Event`-only connection carries no actions and is not kept.
+    actions: Mutex<Option<Outbound>>,
     http: Option<Upstream>,
     http_online: AtomicBool,
     reported_good: AtomicBool,
     reported_online: AtomicBool,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// Actions waiting for their answers, by Vigil's echo number.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_echo: AtomicU64,
     timeout: Duration,
     metrics: GatewayMetrics,
@@ -244,8 +233,7 @@ impl Link {
             access_token: config.access_token.clone(),
             url: config.url.clone(),
             secret: config.secret.clone(),
-            connections: Mutex::new(Connections::default()),
-            host_for_reply: std::sync::OnceLock::new(),
+            actions: Mutex::new(None),
             http,
             http_online: AtomicBool::new(false),
             reported_good: AtomicBool::new(true),
@@ -269,7 +257,7 @@ impl Link {
         match self.mode {
             UpstreamMode::Http => self.http_online.load(Ordering::Relaxed),
             // Without the connection actions go up on, the account cannot act.
-            _ => self.lock_connections().actions.is_some(),
+            _ => self.lock_actions().is_some(),
         }
     }
 
@@ -297,10 +285,8 @@ impl Link {
             .store(flag("online"), Ordering::Relaxed);
     }
 
-    fn lock_connections(&self) -> std::sync::MutexGuard<'_, Connections> {
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock_actions(&self) -> std::sync::MutexGuard<'_, Option<Outbound>> {
+        self.actions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn set_gauge(&self) {
@@ -314,23 +300,15 @@ impl Link {
     /// A reverse-WS session of the implementation was admitted; `actions`
     /// when actions go up over it (`Universal`, `API`).
     pub(crate) fn attach_session(&self, host: &SessionHost, session: SessionId, actions: bool) {
-        let _ = self.host_for_reply.set(host.clone());
         // Superseded already by a newer connection that opened first.
         if host.session(session).is_none() {
             return;
         }
-        let replaced = {
-            let mut connections = self.lock_connections();
-            if actions {
-                connections
-                    .actions
-                    .replace(Outbound::Session(session))
-                    .is_some()
-            } else {
-                connections.events_only = Some(session);
-                false
-            }
-        };
+        let replaced = actions
+            && self
+                .lock_actions()
+                .replace(Outbound::Session(session))
+                .is_some();
         // Actions written to the old connection will not be answered on
         // the new one: fail them now rather than at their timeout.
         if replaced {
@@ -348,14 +326,10 @@ impl Link {
     /// current one, the actions waiting on it fail.
     pub(crate) fn detach_session(&self, session: SessionId) {
         let was_actions = {
-            let mut connections = self.lock_connections();
-            let was_actions =
-                matches!(connections.actions, Some(Outbound::Session(id)) if id == session);
+            let mut actions = self.lock_actions();
+            let was_actions = matches!(*actions, Some(Outbound::Session(id)) if id == session);
             if was_actions {
-                connections.actions = None;
-            }
-            if connections.events_only == Some(session) {
-                connections.events_only = None;
+                *actions = None;
             }
             was_actions
         };
@@ -372,13 +346,13 @@ impl Link {
 
     /// The forward-WS socket task connected; actions go to `socket`.
     pub(crate) fn attach_socket(&self, socket: mpsc::Sender<String>) {
-        self.lock_connections().actions = Some(Outbound::Socket(socket));
+        *self.lock_actions() = Some(Outbound::Socket(socket));
         self.set_gauge();
     }
 
     /// The forward-WS socket closed.
     pub(crate) fn detach_socket(&self) {
-        self.lock_connections().actions = None;
+        *self.lock_actions() = None;
         self.fail_pending();
         self.set_gauge();
     }
@@ -402,16 +376,19 @@ impl Link {
         let Some(http) = &self.http else {
             return;
         };
-        let answer = http
-            .call("get_status", &serde_json::Map::new(), None)
-            .await
-            .to_json();
-        let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
-        let answered = answer["retcode"] == json!(retcode::OK);
-        if answered {
-            self.record_status(Some(&answer["data"]));
+        let status = match http.try_call("get_status", &serde_json::Map::new()).await {
+            Ok(answer) if answer.retcode == retcode::OK => Some(
+                answer
+                    .data
+                    .and_then(|data| serde_json::from_str::<Value>(data.get()).ok())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        };
+        if let Some(status) = &status {
+            self.record_status(Some(status));
         }
-        self.set_http_online(answered);
+        self.set_http_online(status.is_some());
     }
 
     /// Fails every waiting action: dropping their senders wakes each with
@@ -425,7 +402,7 @@ impl Link {
     /// Sends `request` up and returns the answer for the framework: the
     /// implementation's, under the framework's own `echo`, or a `failed`
     /// one saying why (not connected, timed out, gone, too many waiting).
-    pub async fn call(&self, request: ActionRequest) -> ActionResponse {
+    pub async fn call(&self, host: &SessionHost, request: ActionRequest) -> ActionResponse {
         self.metrics.actions.get_or_create(&self.labels).inc();
         let started = Instant::now();
         let response = match &self.http {
@@ -433,7 +410,7 @@ impl Link {
                 http.call(&request.action, &request.params, request.echo)
                     .await
             }
-            None => self.call_over_socket(request).await,
+            None => self.call_over_socket(host, request).await,
         };
         self.metrics
             .action_seconds
@@ -442,13 +419,13 @@ impl Link {
         response
     }
 
-    async fn call_over_socket(&self, request: ActionRequest) -> ActionResponse {
+    async fn call_over_socket(&self, host: &SessionHost, request: ActionRequest) -> ActionResponse {
         let ActionRequest {
             action,
             params,
             echo,
         } = request;
-        let outbound = self.lock_connections().actions.clone();
+        let outbound = self.lock_actions().clone();
         let Some(outbound) = outbound else {
             return ActionResponse::failed(
                 retcode::BAD_REQUEST,
@@ -474,7 +451,7 @@ impl Link {
                     echo,
                 );
             }
-            pending.insert(number, Pending { reply });
+            pending.insert(number, reply);
         }
         let frame = json!({
             "action": action,
@@ -484,10 +461,9 @@ impl Link {
         .to_string();
         let sent = match &outbound {
             Outbound::Socket(socket) => socket.try_send(frame).is_ok(),
-            Outbound::Session(session) => self
-                .host_for_reply
-                .get()
-                .is_some_and(|host| host.reply(*session, Message::Text(frame.into())).is_some()),
+            Outbound::Session(session) => {
+                host.reply(*session, Message::Text(frame.into())).is_some()
+            }
         };
         if !sent {
             self.forget(number);
@@ -599,11 +575,11 @@ impl Link {
         };
         match serde_json::from_slice::<Answer>(frame) {
             Ok(answer) => {
-                let _ = waiting.reply.send(answer);
+                let _ = waiting.send(answer);
             }
             Err(_) => {
                 self.metrics.refuse("malformed");
-                let _ = waiting.reply.send(Answer {
+                let _ = waiting.send(Answer {
                     retcode: retcode::BAD_REQUEST,
                     data: None,
                     message: Some(

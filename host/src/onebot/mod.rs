@@ -275,6 +275,7 @@ impl Profile for OneBotProfile {
         downstream.merge(gateway::routes(gateway::Gateway {
             host: host.clone(),
             links: Arc::clone(&self.settings.links),
+            metrics: self.gateway_metrics.clone(),
             ws_ping: self.settings.ws_ping,
             max_report_bytes: self.settings.max_upstream_bytes,
         }))

@@ -188,7 +188,9 @@ impl Upstream {
         }
     }
 
-    async fn try_call(
+    /// Asks the upstream and returns its OneBot answer, or why there is
+    /// none.
+    pub(crate) async fn try_call(
         &self,
         action: &str,
         params: &Map<String, Value>,
