@@ -91,6 +91,10 @@ enum Mode {
         /// of the same cluster, so two nodes share the sessions.
         #[arg(long, value_name = "ADDR")]
         also_host: Option<SocketAddr>,
+        /// The server's process id, when it runs on this machine: report its
+        /// CPU time per delivery over the back-to-back round.
+        #[arg(long, value_name = "PID")]
+        server_pid: Option<u32>,
     },
     /// Time SIGKILL-to-removal over N client processes, one at a time.
     KillLatency {
@@ -182,6 +186,7 @@ async fn main() -> Result<()> {
             bytes,
             interval_ms,
             also_host,
+            server_pid,
         } => {
             if also_host.is_some_and(|host| !host.ip().is_loopback()) {
                 anyhow::bail!("--also-host must be a loopback address");
@@ -189,6 +194,7 @@ async fn main() -> Result<()> {
             fanout::run(
                 &server.target()?,
                 also_host,
+                server_pid,
                 sessions.min(19_000),
                 messages.min(10_000),
                 bytes.max(32),

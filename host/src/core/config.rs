@@ -184,6 +184,13 @@ impl Default for ServerConfig {
     }
 }
 
+impl SessionsConfig {
+    /// [`SessionsConfig::tcp_info_max_age_ms`]; zero reads at every probe.
+    pub fn tcp_info_max_age(&self) -> Duration {
+        Duration::from_millis(self.tcp_info_max_age_ms)
+    }
+}
+
 impl ServerConfig {
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
@@ -220,6 +227,13 @@ pub struct SessionsConfig {
     /// Report frame-received / frame-sent events to the policy (one event per
     /// frame: costly at high message rates). Default false.
     pub frame_events: bool,
+    /// How old a healthy session's kernel TCP facts (`TCP_INFO`) may get,
+    /// ms. A probe reads them afresh when the session is late with a pong,
+    /// has data queued, showed retransmits or unacked segments, or takes no
+    /// pings; otherwise only once the last reading is this old, sparing
+    /// every healthy session a system call per ping. 0 reads them at every
+    /// probe. Default 300 000 (5 minutes).
+    pub tcp_info_max_age_ms: u64,
 }
 
 impl Default for SessionsConfig {
@@ -234,6 +248,7 @@ impl Default for SessionsConfig {
             drain_timeout_ms: 5_000,
             max_inbound_frames_per_sec: 200,
             frame_events: false,
+            tcp_info_max_age_ms: 300_000,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! names a profile or routes HTTP requests (a test in `tests/layers.rs`
 //! checks it), and the modules here import each other without a cycle:
 //!
-//! `config`, `schedule`, `tcp` ← `session` ← `registry` ← `census`,
+//! `config`, `schedule`, `tcp`, `tcp_io` ← `session` ← `registry` ← `census`,
 //! `removals`, `metrics`, `hub` ← `monitor`, `tick` ← `host`,
 //! `policy_changes`.
 
@@ -40,6 +40,8 @@ mod schedule;
 pub mod session;
 /// Socket options on accept and `TCP_INFO`.
 pub mod tcp;
+/// Accepted connections, read without a wasted `recv` per frame burst.
+pub mod tcp_io;
 /// The shared tick: pings, pong deadlines, batched policy assessment.
 pub mod tick;
 

@@ -24,7 +24,7 @@ pub struct Registry {
     /// Identity to (holder, whether the holder proved it).
     identities: DashMap<String, (SessionId, bool)>,
     next_id: AtomicU64,
-    schedule: Schedule,
+    schedule: Schedule<Arc<Session>>,
     /// The zero of the schedule's clock.
     epoch: Instant,
     /// Pong timeouts by tier, for due times.
@@ -87,7 +87,7 @@ impl Registry {
                 }
             }
         }
-        let slot = self.schedule.insert(session.id);
+        let slot = self.schedule.insert(session.id, Arc::clone(&session));
         session.slot.store(slot, Ordering::Release);
         self.sessions.insert(session.id, session);
         Ok(twin)
@@ -117,13 +117,13 @@ impl Registry {
 
     /// The sessions due at `now`, appended to `due`; the earliest due time
     /// after `now`, if any.
-    pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<SessionId>) -> Option<Instant> {
+    pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<Arc<Session>>) -> Option<Instant> {
         let next = self.schedule.collect_due(self.ms(now), due);
         (next != u64::MAX).then(|| self.epoch + Duration::from_millis(next))
     }
 
     /// The schedule, for the tick's sleep between ticks.
-    pub(crate) fn schedule(&self) -> &Schedule {
+    pub(crate) fn schedule(&self) -> &Schedule<Arc<Session>> {
         &self.schedule
     }
 

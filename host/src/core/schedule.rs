@@ -9,6 +9,10 @@
 //! the tick (the tick's own visit, a verdict, news the policy must hear), so
 //! a later write always reflects the latest state.
 //!
+//! Each slot also holds its session's handle (`T`, an `Arc` in the host),
+//! so the tick gets the due sessions themselves from the scan, without a
+//! lookup by id in the registry's map for each.
+//!
 //! The schedule also tells the tick when to wake: between ticks the tick
 //! sleeps until the earliest due time ([`Schedule::sleep_until`]), and a
 //! write of an earlier one wakes it ([`Schedule::woken`]). An idle host
@@ -30,15 +34,27 @@ struct Entry {
     due_ms: AtomicU64,
 }
 
-#[derive(Default)]
-struct Slots {
+struct Slots<T> {
     entries: Vec<Entry>,
+    /// Each slot's session, `None` while the slot is free.
+    holders: Vec<Option<T>>,
     free: Vec<usize>,
 }
 
-/// Due times by slot. Slots are reused once their session is removed.
-pub struct Schedule {
-    slots: RwLock<Slots>,
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            entries: Vec::new(),
+            holders: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+/// Due times by slot, and the session in each. Slots are reused once their
+/// session is removed.
+pub struct Schedule<T> {
+    slots: RwLock<Slots<T>>,
     /// When the tick will wake unless woken (0 while it is awake: it will
     /// look at everything written anyway).
     sleeping_until_ms: AtomicU64,
@@ -47,7 +63,7 @@ pub struct Schedule {
     wake: Notify,
 }
 
-impl Default for Schedule {
+impl<T> Default for Schedule<T> {
     fn default() -> Self {
         Schedule {
             slots: RwLock::default(),
@@ -58,17 +74,19 @@ impl Default for Schedule {
     }
 }
 
-impl Schedule {
-    /// A slot for `id`, due at once.
-    pub fn insert(&self, id: SessionId) -> usize {
+impl<T: Clone> Schedule<T> {
+    /// A slot for session `id`, held by `holder`, due at once.
+    pub fn insert(&self, id: SessionId, holder: T) -> usize {
         let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
         let slot = match slots.free.pop() {
             Some(slot) => slot,
             None => {
                 slots.entries.push(Entry::default());
+                slots.holders.push(None);
                 slots.entries.len() - 1
             }
         };
+        slots.holders[slot] = Some(holder);
         let entry = &slots.entries[slot];
         entry.due_ms.store(0, Ordering::Relaxed);
         entry.id.store(id, Ordering::Release);
@@ -121,6 +139,7 @@ impl Schedule {
             .is_some_and(|entry| entry.id.load(Ordering::Acquire) == id);
         if owned {
             slots.entries[slot].id.store(FREE, Ordering::Release);
+            slots.holders[slot] = None;
             slots.free.push(slot);
         }
     }
@@ -141,17 +160,20 @@ impl Schedule {
 
     /// Appends to `due` every session due at `now_ms`; returns the earliest
     /// due time after it (`u64::MAX` when nothing else is scheduled).
-    pub fn collect_due(&self, now_ms: u64, due: &mut Vec<SessionId>) -> u64 {
+    pub fn collect_due(&self, now_ms: u64, due: &mut Vec<T>) -> u64 {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         let mut next = u64::MAX;
-        for entry in &slots.entries {
+        for (entry, holder) in slots.entries.iter().zip(&slots.holders) {
             let due_ms = entry.due_ms.load(Ordering::Acquire);
             let id = entry.id.load(Ordering::Acquire);
             if id == FREE {
                 continue;
             }
             if due_ms <= now_ms {
-                due.push(id);
+                // Slots change only under the write lock this read excludes.
+                if let Some(holder) = holder {
+                    due.push(holder.clone());
+                }
             } else {
                 next = next.min(due_ms);
             }
@@ -166,9 +188,9 @@ mod tests {
 
     #[test]
     fn only_due_sessions_are_collected_and_slots_are_reused() {
-        let schedule = Schedule::default();
-        let a = schedule.insert(1);
-        let b = schedule.insert(2);
+        let schedule = Schedule::<u64>::default();
+        let a = schedule.insert(1, 1);
+        let b = schedule.insert(2, 2);
         schedule.set_due(a, 1, 500);
         schedule.set_due(b, 2, 100);
         let mut due = Vec::new();
@@ -179,7 +201,7 @@ mod tests {
         due.clear();
         schedule.collect_due(1_000, &mut due);
         assert_eq!(due, vec![1]);
-        let c = schedule.insert(3);
+        let c = schedule.insert(3, 3);
         assert_eq!(c, b, "the freed slot is reused");
         schedule.remove(a, 99); // not its owner
         due.clear();
@@ -189,9 +211,9 @@ mod tests {
 
     #[test]
     fn the_next_due_time_is_reported_and_an_earlier_write_wakes_the_tick() {
-        let schedule = Schedule::default();
-        let a = schedule.insert(1);
-        let b = schedule.insert(2);
+        let schedule = Schedule::<u64>::default();
+        let a = schedule.insert(1, 1);
+        let b = schedule.insert(2, 2);
         schedule.set_due(a, 1, 5_000);
         schedule.set_due(b, 2, 3_000);
         schedule.awake();

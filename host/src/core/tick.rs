@@ -14,6 +14,7 @@ use vigil_policy_runtime::{Action, Event, EventKind, SessionFacts, Verdict, Verd
 use crate::core::close_codes;
 use crate::core::hub::Hub;
 use crate::core::monitor::GrowthMonitor;
+use crate::core::session::Session;
 
 /// The longest the tick sleeps when nothing is due: events still reach the
 /// policy, and the growth alarm still looks, at least this often.
@@ -97,12 +98,12 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     let tiers = hub.config.tiers;
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
     let mut batch: Vec<SessionFacts> = Vec::new();
+    // The batch's sessions in its order: verdicts usually come back in it,
+    // and then need no second registry lookup.
+    let mut assessed: Vec<Arc<Session>> = Vec::new();
     let mut due = Vec::new();
     let next_due = hub.registry.collect_due(now, &mut due);
-    for id in due {
-        let Some(session) = hub.registry.get(id) else {
-            continue; // removed since
-        };
+    for session in due {
         let expired = hub.registry.update(&session, |state| {
             let timing = tiers.timing(state.tier());
             let visit = state.visit(now, timing, tick);
@@ -123,6 +124,9 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
         if expired {
             hub.evict(session.id, "token-expired", close_codes::TOKEN_EXPIRED);
         }
+        if batch.len() > assessed.len() {
+            assessed.push(session);
+        }
     }
     if batch.is_empty() {
         return next_due;
@@ -140,18 +144,26 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     if matches!(outcome.source, VerdictSource::Fallback(_)) {
         hub.metrics.policy_faults.inc();
     }
-    for verdict in outcome.verdicts {
-        apply(hub, verdict, now, tick);
+    for (position, verdict) in outcome.verdicts.into_iter().enumerate() {
+        let session = match assessed.get(position) {
+            Some(session) if session.id == verdict.session => Arc::clone(session),
+            // Out of the batch's order: by id (the contract checked it is
+            // one of the batch's); gone since the batch was built, nothing.
+            // (A session in `assessed` removed meanwhile is as harmless: its
+            // state is read by no one again, and eviction goes by id.)
+            _ => match hub.registry.get(verdict.session) {
+                Some(session) => session,
+                None => continue,
+            },
+        };
+        apply(hub, &session, verdict, now, tick);
     }
     next_due
 }
 
-/// Carries out one verdict.
-fn apply(hub: &Hub, verdict: Verdict, now: Instant, tick: Duration) {
-    let Some(session) = hub.registry.get(verdict.session) else {
-        return; // gone since the batch was built
-    };
-    hub.registry.update(&session, |state| {
+/// Carries out one verdict on its session.
+fn apply(hub: &Hub, session: &Session, verdict: Verdict, now: Instant, tick: Duration) {
+    hub.registry.update(session, |state| {
         state.apply(&verdict, now, tick, &hub.config.tiers, session.connected_at);
     });
     match verdict.action {

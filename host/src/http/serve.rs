@@ -28,6 +28,7 @@ use tower::ServiceExt;
 use crate::core::config::{ServerConfig, TcpConfig};
 use crate::core::inbound::{InboundMeter, MeteredStream};
 use crate::core::tcp::{configure_socket, ConnInfo};
+use crate::core::tcp_io::TcpIo;
 use crate::core::SessionHost;
 use crate::http::limits::PerIpLimits;
 use crate::http::peer::TrustedProxies;
@@ -141,11 +142,20 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: watch:
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let fd = stream.as_raw_fd();
+        let handshake = Handshake::new(permit, &shared);
+        let stream = match TcpIo::new(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot register an accepted connection");
+                drop(handshake);
+                connection_ended(&shared);
+                return;
+            }
+        };
         let meter = InboundMeter::new(shared.host.inbound_budget());
         let guard = slot.map(|slot| Box::new(slot) as Box<dyn Send + Sync>);
         let io = MeteredStream::new(stream, Arc::clone(&meter), guard);
         let deadline = tokio::time::Instant::now() + shared.server.handshake_timeout();
-        let handshake = Handshake::new(permit, &shared);
         match &shared.tls {
             Some(tls) => match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {
                 Ok(Ok(io)) => {
@@ -159,10 +169,15 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: watch:
             },
             None => serve_http(&shared, io, peer, fd, meter, deadline, handshake, stop).await,
         }
-        if shared.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            shared.closed.notify_waiters();
-        }
+        connection_ended(&shared);
     });
+}
+
+/// A connection's task ends: the last one out tells a waiting shutdown.
+fn connection_ended(shared: &Shared) {
+    if shared.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+        shared.closed.notify_waiters();
+    }
 }
 
 /// A connection's place among those in their handshake; given back once

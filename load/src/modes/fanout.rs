@@ -41,10 +41,14 @@ struct Throughput {
 /// Opens `sessions` (every other one on `also`, when given: a second node
 /// of the same cluster), publishes `messages` back to back, then
 /// `messages` more `interval` apart, waiting up to `limit` for each round.
+/// With `server_pid` (a server on this machine), also the server's CPU time
+/// over the first round, per delivery: the rate alone hides a server that
+/// got faster by taking cores from the load generator.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     target: &Target,
     also: Option<std::net::SocketAddr>,
+    server_pid: Option<u32>,
     sessions: usize,
     messages: usize,
     bytes: usize,
@@ -137,6 +141,9 @@ pub async fn run(
 
     // Round one: back to back, for throughput.
     let expected = (sessions * messages) as u64;
+    let cpu_before = server_pid
+        .map(crate::suite::procfs::cpu_ticks)
+        .transpose()?;
     let first_publish = Instant::now();
     let mut accepted = 0u64;
     for sequence in 0..messages {
@@ -147,7 +154,16 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let cpu_after = server_pid
+        .map(crate::suite::procfs::cpu_ticks)
+        .transpose()?;
     let delivered = throughput.delivered.load(Ordering::Relaxed);
+    let server_cpu_seconds = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => Some(
+            after.saturating_sub(before) as f64 / crate::suite::procfs::ticks_per_second() as f64,
+        ),
+        _ => None,
+    };
     let last = epoch + Duration::from_nanos(throughput.last_ns.load(Ordering::Relaxed));
     let span = last.saturating_duration_since(first_publish);
 
@@ -174,6 +190,10 @@ pub async fn run(
         "delivered": delivered,
         "delivery_seconds": span.as_secs_f64(),
         "deliveries_per_sec": if span.is_zero() { 0.0 } else { delivered as f64 / span.as_secs_f64() },
+        "server_cpu_seconds": server_cpu_seconds,
+        "server_cpu_us_per_delivery": server_cpu_seconds
+            .filter(|_| delivered > 0)
+            .map(|seconds| seconds * 1e6 / delivered as f64),
         "latency_interval_ms": interval.as_secs_f64() * 1e3,
         "latency_delivered": latencies.len(),
         "latency_ms": Percentiles::of(&mut latencies),

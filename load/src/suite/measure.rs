@@ -447,6 +447,9 @@ pub struct FanoutRow {
     pub delivered: u64,
     /// Deliveries per second, first publish to last delivery.
     pub deliveries_per_sec: f64,
+    /// The server's CPU time (user + system) over the same round, per
+    /// delivery, µs.
+    pub server_cpu_us_per_delivery: Option<f64>,
     /// Publish-to-receive latency.
     pub latency: Percentiles,
 }
@@ -461,6 +464,8 @@ pub async fn fanout(paths: &Paths, scale: &Scale) -> Result<Vec<FanoutRow>> {
             &server.target,
             "fanout",
             &[
+                "--server-pid".into(),
+                server.pid()?.to_string(),
                 "--sessions".into(),
                 scale.fanout_sessions.to_string(),
                 "--messages".into(),
@@ -476,6 +481,7 @@ pub async fn fanout(paths: &Paths, scale: &Scale) -> Result<Vec<FanoutRow>> {
             expected: report["expected"].as_u64().unwrap_or(0),
             delivered: report["delivered"].as_u64().unwrap_or(0),
             deliveries_per_sec: report["deliveries_per_sec"].as_f64().unwrap_or(0.0),
+            server_cpu_us_per_delivery: report["server_cpu_us_per_delivery"].as_f64(),
             latency: serde_json::from_value(report["latency_ms"].clone()).unwrap_or_default(),
         });
         eprintln!("fanout: {} done", flavor.name());

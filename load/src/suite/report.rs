@@ -155,20 +155,25 @@ impl Results {
         let _ = writeln!(out, "\n#### 4. Fan-out of 1 KiB messages\n");
         let _ = writeln!(
             out,
-            "{} messages back to back for the rate; {} more, one every 200 ms, for the latency.\n",
+            "{} messages back to back for the rate and the server's CPU time per delivery (user + system, from `/proc`, over that round); {} more, one every 200 ms, for the latency.\n",
             self.scale.fanout_messages, self.scale.fanout_messages
         );
-        let _ = writeln!(out, "| server | sessions | delivered / expected | deliveries/s | latency p50 ms | p99 ms | max ms |");
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(out, "| server | sessions | delivered / expected | deliveries/s | server CPU µs/delivery | latency p50 ms | p99 ms | max ms |");
+        let _ = writeln!(
+            out,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
         for row in &self.fanout {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} / {} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {} / {} | {:.0} | {} | {} | {} | {} |",
                 row.server,
                 row.sessions,
                 row.delivered,
                 row.expected,
                 row.deliveries_per_sec,
+                row.server_cpu_us_per_delivery
+                    .map_or_else(|| "–".to_owned(), |us| format!("{us:.2}")),
                 ms(row.latency.p50),
                 ms(row.latency.p99),
                 ms(row.latency.max)

@@ -68,7 +68,11 @@ impl DefaultPolicy {
 
     /// The verdict for one session, as [`Policy::assess`] gives it in a batch.
     pub fn verdict(&self, facts: &SessionFacts) -> Verdict {
-        let settings = self.config.for_class(&facts.client_class);
+        self.verdict_under(self.config.for_class(&facts.client_class), facts)
+    }
+
+    /// The verdict for one session under its class's `settings`.
+    fn verdict_under(&self, settings: &Settings, facts: &SessionFacts) -> Verdict {
         let baseline = self.history.rtt_baseline_ms(facts.id);
         let health = scoring::health(settings, facts, baseline);
         let tier = scoring::tier(settings, facts, health);
@@ -82,6 +86,9 @@ impl DefaultPolicy {
         }
     }
 }
+
+/// Classes whose settings one `assess` call remembers.
+const CLASSES_REMEMBERED: usize = 16;
 
 fn evict(reason: &str, close_code: u16) -> Action {
     Action::Evict(Eviction {
@@ -143,7 +150,29 @@ impl Policy for DefaultPolicy {
     }
 
     fn assess(&mut self, _now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict> {
-        sessions.iter().map(|facts| self.verdict(facts)).collect()
+        // Sessions of one class share one string, and a batch holds a
+        // handful of classes: their settings are found once per class (by
+        // the string's address), not by hashing the name for every session.
+        let mut by_class: Vec<(*const u8, &Settings)> = Vec::new();
+        sessions
+            .iter()
+            .map(|facts| {
+                let class = facts.client_class.as_ptr();
+                let settings = match by_class.iter().find(|(known, _)| *known == class) {
+                    Some((_, settings)) => *settings,
+                    None => {
+                        let settings = self.config.for_class(&facts.client_class);
+                        // Bounded, so a batch of many classes costs a lookup
+                        // each beyond these, not a longer scan.
+                        if by_class.len() < CLASSES_REMEMBERED {
+                            by_class.push((class, settings));
+                        }
+                        settings
+                    }
+                };
+                self.verdict_under(settings, facts)
+            })
+            .collect()
     }
 
     fn select_evictions(

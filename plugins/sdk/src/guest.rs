@@ -101,34 +101,58 @@ pub fn facts_from_wit(batch: wit::SessionBatch) -> Vec<SessionFacts> {
     .into_iter()
     .min()
     .unwrap_or(0);
+    // Every column cut to `len` first, so indexing below needs no bounds
+    // check per fact (the compiler sees each is `len` long).
+    let id = &batch.id[..len];
+    let class_index = &batch.class_index[..len];
+    let age_ms = &batch.age_ms[..len];
+    let idle_ms = &batch.idle_ms[..len];
+    let app_idle_ms = &batch.app_idle_ms[..len];
+    let since_pong_ms = &batch.since_pong_ms[..len];
+    let outstanding_pings = &batch.outstanding_pings[..len];
+    let oldest_ping_ms = &batch.oldest_ping_ms[..len];
+    let pong_overdue = &batch.pong_overdue[..len];
+    let last_rtt_ms = &batch.last_rtt_ms[..len];
+    let send_errors = &batch.send_errors[..len];
+    let transport_errors = &batch.transport_errors[..len];
+    let queued_bytes = &batch.queued_bytes[..len];
+    let queued_frames = &batch.queued_frames[..len];
+    let backlog_ms = &batch.backlog_ms[..len];
+    let dropped_frames = &batch.dropped_frames[..len];
+    let tier = &batch.tier[..len];
+    let tcp_rtt_us = &batch.tcp_rtt_us[..len];
+    let tcp_rttvar_us = &batch.tcp_rttvar_us[..len];
+    let tcp_total_retransmits = &batch.tcp_total_retransmits[..len];
+    let tcp_unacked = &batch.tcp_unacked[..len];
+    let tcp_last_data_recv_ms = &batch.tcp_last_data_recv_ms[..len];
     (0..len)
         .map(|i| SessionFacts {
-            id: batch.id[i],
+            id: id[i],
             client_class: classes
-                .get(batch.class_index[i] as usize)
+                .get(class_index[i] as usize)
                 .unwrap_or(&unknown_class)
                 .clone(),
-            age_ms: batch.age_ms[i],
-            idle_ms: batch.idle_ms[i],
-            app_idle_ms: batch.app_idle_ms[i],
-            since_pong_ms: known_u64(batch.since_pong_ms[i]),
-            outstanding_pings: batch.outstanding_pings[i],
-            oldest_ping_ms: (batch.outstanding_pings[i] > 0).then_some(batch.oldest_ping_ms[i]),
-            pong_overdue: batch.pong_overdue[i],
-            last_rtt_ms: known_u32(batch.last_rtt_ms[i]),
-            send_errors: batch.send_errors[i],
-            transport_errors: batch.transport_errors[i],
-            queued_bytes: batch.queued_bytes[i],
-            queued_frames: batch.queued_frames[i],
-            backlog_ms: batch.backlog_ms[i],
-            dropped_frames: batch.dropped_frames[i],
-            tier: tier_from_wit(batch.tier[i]),
-            tcp: known_u32(batch.tcp_rtt_us[i]).map(|rtt_us| TcpFacts {
+            age_ms: age_ms[i],
+            idle_ms: idle_ms[i],
+            app_idle_ms: app_idle_ms[i],
+            since_pong_ms: known_u64(since_pong_ms[i]),
+            outstanding_pings: outstanding_pings[i],
+            oldest_ping_ms: (outstanding_pings[i] > 0).then_some(oldest_ping_ms[i]),
+            pong_overdue: pong_overdue[i],
+            last_rtt_ms: known_u32(last_rtt_ms[i]),
+            send_errors: send_errors[i],
+            transport_errors: transport_errors[i],
+            queued_bytes: queued_bytes[i],
+            queued_frames: queued_frames[i],
+            backlog_ms: backlog_ms[i],
+            dropped_frames: dropped_frames[i],
+            tier: tier_from_wit(tier[i]),
+            tcp: known_u32(tcp_rtt_us[i]).map(|rtt_us| TcpFacts {
                 rtt_us,
-                rttvar_us: batch.tcp_rttvar_us[i],
-                total_retransmits: batch.tcp_total_retransmits[i],
-                unacked: batch.tcp_unacked[i],
-                last_data_recv_ms: batch.tcp_last_data_recv_ms[i],
+                rttvar_us: tcp_rttvar_us[i],
+                total_retransmits: tcp_total_retransmits[i],
+                unacked: tcp_unacked[i],
+                last_data_recv_ms: tcp_last_data_recv_ms[i],
             }),
         })
         .collect()

@@ -12,11 +12,12 @@ pub mod state;
 pub(crate) mod task;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use vigil_policy_runtime::SessionId;
 
 use crate::core::inbound::InboundMeter;
@@ -99,7 +100,10 @@ pub struct Session {
     /// Its share of the inbound budget.
     pub(crate) meter: Option<Arc<InboundMeter>>,
     state: Mutex<SessionState>,
-    wake: Notify,
+    /// Set by [`Session::wake`], taken by the task: look at the state.
+    woken: AtomicBool,
+    /// The session's task, to wake when `woken` is set.
+    task: AtomicWaker,
 }
 
 impl Session {
@@ -129,7 +133,8 @@ impl Session {
             connected_unix_ms: vigil_policy_runtime::clock::unix_ms_now(),
             meter: admitted.meter,
             state: Mutex::new(state),
-            wake: Notify::new(),
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
         }
     }
 
@@ -140,9 +145,29 @@ impl Session {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes the session's task to look at its queue and control state.
+    /// Wakes the session's task to look at its queue and control state. A
+    /// wake while the task is busy is kept for its next wait, not lost.
     pub(crate) fn wake(&self) {
-        self.wake.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Clears a pending wake: the task is about to look at its state.
+    pub(crate) fn clear_wake(&self) {
+        self.woken.store(false, Ordering::Relaxed);
+    }
+
+    /// Ready once [`Session::wake`] was called since the last
+    /// [`Session::clear_wake`] or ready poll; registers the task to be woken
+    /// otherwise. Cheaper than a `Notify`: no waiter list, no lock.
+    pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the flag is read, so a wake in between is seen.
+        self.task.register(cx.waker());
+        if self.woken.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Asks the session's task to close the connection; returns false if a

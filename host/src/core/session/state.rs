@@ -96,6 +96,8 @@ pub(crate) struct SessionState {
     ping_requested: Option<Instant>,
     close: Option<CloseRequest>,
     tcp: Option<TcpFacts>,
+    /// When `tcp` was last read from the kernel.
+    tcp_read_at: Option<Instant>,
     /// When the session's credential expires, if it does.
     expires_at: Option<Instant>,
 }
@@ -123,6 +125,7 @@ impl SessionState {
             ping_requested: None,
             close: None,
             tcp: None,
+            tcp_read_at: None,
             expires_at: None,
         }
     }
@@ -306,9 +309,35 @@ impl SessionState {
         Some(Probe::Ping(sequence))
     }
 
-    /// The kernel's view of the socket, as of the last probe.
-    pub(crate) fn set_tcp(&mut self, tcp: Option<TcpFacts>) {
+    /// Whether the probe just taken should read the kernel's view of the
+    /// socket (`TCP_INFO`, a system call per read). It does when the facts
+    /// can tell the policy something a pong cannot: always for a silent
+    /// probe (it is the probe); when an earlier ping is still unanswered,
+    /// data is queued, or the last reading showed retransmits or unacked
+    /// segments (the session is in trouble, or may be); and otherwise once
+    /// the last reading is older than `max_age` (zero: at every probe). A
+    /// session answering every ping with nothing queued needs no fresh
+    /// kernel facts each time: its pongs say it is alive, and their round
+    /// trips are its RTT.
+    pub(crate) fn tcp_due(&self, probe: Probe, now: Instant, max_age: Duration) -> bool {
+        let Some(read_at) = self.tcp_read_at else {
+            return true;
+        };
+        let late = match probe {
+            Probe::Silent => return true,
+            // The probe's own ping is the newest in flight.
+            Probe::Ping(_) => self.pings.len() > 1,
+        };
+        let troubled = self
+            .tcp
+            .is_some_and(|tcp| tcp.total_retransmits > 0 || tcp.unacked > 0);
+        late || troubled || self.has_outbound() || now.saturating_duration_since(read_at) >= max_age
+    }
+
+    /// The kernel's view of the socket, read at `now`.
+    pub(crate) fn set_tcp(&mut self, tcp: Option<TcpFacts>, now: Instant) {
         self.tcp = tcp;
+        self.tcp_read_at = Some(now);
     }
 
     /// Any inbound frame: the client is there; `application` for data frames.
@@ -455,5 +484,76 @@ mod tests {
         let outcome = state.offer(Message::Text("abc".into()), 3, 1, 10, now);
         assert_eq!(outcome, Enqueued::CrossedSoftMark(3));
         assert_eq!(state.next_due(TIMING.pong_timeout()), None);
+    }
+
+    fn healthy_tcp() -> Option<TcpFacts> {
+        Some(TcpFacts {
+            rtt_us: 50,
+            rttvar_us: 10,
+            total_retransmits: 0,
+            unacked: 0,
+            last_data_recv_ms: 0,
+        })
+    }
+
+    #[test]
+    fn kernel_facts_are_read_when_they_can_tell_the_policy_something() {
+        let max_age = Duration::from_secs(300);
+        let start = Instant::now();
+        let mut state = SessionState::new(start, Duration::from_secs(1));
+        let mut at = start;
+        let ping = |state: &mut SessionState, at: Instant| {
+            state.ping_requested = Some(at);
+            state.take_probe(true, at, || 1).expect("a ping was requested")
+        };
+
+        let probe = ping(&mut state, at);
+        assert!(state.tcp_due(probe, at, max_age), "never read yet");
+        state.set_tcp(healthy_tcp(), at);
+        state.record_pong(&1u64.to_be_bytes(), at);
+
+        at += Duration::from_secs(30);
+        let probe = ping(&mut state, at);
+        assert!(
+            !state.tcp_due(probe, at, max_age),
+            "answering every ping, nothing queued: the last reading stands"
+        );
+        at += Duration::from_secs(30);
+        let probe = ping(&mut state, at);
+        assert!(
+            state.tcp_due(probe, at, max_age),
+            "the previous ping is unanswered: read now"
+        );
+        assert!(state.tcp_due(Probe::Silent, at, max_age), "a silent probe always reads");
+        assert!(
+            state.tcp_due(probe, at, Duration::ZERO),
+            "a zero age reads at every probe"
+        );
+
+        let mut quiet = SessionState::new(start, Duration::from_secs(1));
+        let probe = ping(&mut quiet, start);
+        quiet.set_tcp(healthy_tcp(), start);
+        quiet.record_pong(&1u64.to_be_bytes(), start);
+        assert!(!quiet.tcp_due(probe, start, max_age));
+        assert!(
+            quiet.tcp_due(probe, start + max_age, max_age),
+            "older than the limit"
+        );
+        quiet.offer(Message::Text("abc".into()), 3, 100, 1_000, start);
+        assert!(quiet.tcp_due(probe, start, max_age), "data is queued");
+        let mut lossy = SessionState::new(start, Duration::from_secs(1));
+        let probe = ping(&mut lossy, start);
+        lossy.set_tcp(
+            Some(TcpFacts {
+                total_retransmits: 2,
+                ..healthy_tcp().expect("facts")
+            }),
+            start,
+        );
+        lossy.record_pong(&1u64.to_be_bytes(), start);
+        assert!(
+            lossy.tcp_due(probe, start, max_age),
+            "retransmits were seen: keep watching"
+        );
     }
 }

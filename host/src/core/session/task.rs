@@ -9,7 +9,6 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, StreamExt};
 use vigil_policy_runtime::{EventKind, FrameKind};
 
@@ -71,15 +70,12 @@ impl InboundLimiter {
     }
 }
 
-type WsSink = SplitSink<WebSocket, Message>;
-type WsStream = SplitStream<WebSocket>;
-
 /// Writes whatever is queued (pings first), then flushes. Pending leaves
 /// nothing half-done: a message leaves the queue only once the sink has
 /// accepted it, so a cancelled poll loses nothing.
 fn drive_writes(
     cx: &mut Context<'_>,
-    sink: &mut WsSink,
+    sink: &mut WebSocket,
     hub: &Hub,
     session: &Session,
     control: &mut Option<Message>,
@@ -163,22 +159,31 @@ pub(crate) fn start(
     fd: RawFd,
     on_data: Option<InboundData>,
 ) {
-    let (sink, stream) = socket.split();
-    tokio::spawn(run(hub, session, sink, stream, fd, on_data));
+    tokio::spawn(run(hub, session, socket, fd, on_data));
 }
 
 /// Closes a socket that never became a session, with `code` and `reason`.
-pub(crate) async fn refuse(socket: WebSocket, code: u16, reason: &str) {
-    let (mut sink, mut stream) = socket.split();
-    let _ = close_handshake(&mut sink, &mut stream, code, reason, Duration::from_secs(1)).await;
+pub(crate) async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
+    let _ = close_handshake(&mut socket, code, reason, Duration::from_secs(1)).await;
 }
 
-/// Runs a session until it ends, then tells the hub why.
+/// What woke the session's task.
+enum Step {
+    /// The host asked it to look at its control state (a close, a probe).
+    Woken,
+    /// A frame, the end of the stream, or a read error.
+    Inbound(Option<Result<Message, axum::Error>>),
+    /// Everything queued was written (or a write failed).
+    Written(Result<(), axum::Error>),
+}
+
+/// Runs a session until it ends, then tells the hub why. The socket is not
+/// split: reads and writes are polled in turn from one future, so neither
+/// goes through a lock shared with the other.
 async fn run(
     hub: Arc<Hub>,
     session: Arc<Session>,
-    mut sink: WsSink,
-    mut stream: WsStream,
+    mut socket: WebSocket,
     fd: RawFd,
     mut on_data: Option<InboundData>,
 ) {
@@ -191,9 +196,12 @@ async fn run(
     // originates; a newer one replaces an unsent older one).
     let mut control: Option<Message> = None;
     let mut needs_flush = false;
+    let tcp_max_age = hub.config.sessions.tcp_info_max_age();
 
     let end = loop {
         // Host requests first: a close ends the loop, a ping jumps the queue.
+        // A wake from here on is for a change not yet seen.
+        session.clear_wake();
         let (close, probe) = {
             let mut state = session.lock();
             let close = state.close_request().cloned();
@@ -206,13 +214,14 @@ async fn run(
             break SessionEnd::Requested(close);
         }
         if let Some(probe) = probe {
-            // Either way the kernel's view of the socket is refreshed: for a
-            // session without pings it is the probe.
+            // The kernel's view of the socket, when it can tell the policy
+            // something (for a session without pings it is the probe).
             // Through a proxy the socket is the proxy's: its facts would
             // mislead the policy about the client.
-            if !session.proxied {
+            let now = Instant::now();
+            if !session.proxied && session.lock().tcp_due(probe, now, tcp_max_age) {
                 let tcp = crate::core::tcp::tcp_info(fd);
-                session.lock().set_tcp(tcp);
+                session.lock().set_tcp(tcp, now);
             }
             if let Probe::Ping(sequence) = probe {
                 control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
@@ -224,12 +233,39 @@ async fn run(
         }
         let has_writes = needs_flush || control.is_some() || session.lock().has_outbound();
 
-        tokio::select! {
-            biased;
-            () = session.wake.notified() => {}
-            inbound = stream.next() => {
+        // In this order: host requests, then reads, then writes.
+        let step = std::future::poll_fn(|cx| {
+            if session.poll_woken(cx).is_ready() {
+                return Poll::Ready(Step::Woken);
+            }
+            if let Poll::Ready(inbound) = socket.poll_next_unpin(cx) {
+                return Poll::Ready(Step::Inbound(inbound));
+            }
+            if has_writes {
+                let written = drive_writes(
+                    cx,
+                    &mut socket,
+                    &hub,
+                    &session,
+                    &mut control,
+                    &mut needs_flush,
+                );
+                if let Poll::Ready(written) = written {
+                    return Poll::Ready(Step::Written(written));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match step {
+            Step::Woken => {}
+            Step::Inbound(inbound) => {
                 let message = match inbound {
-                    None => break SessionEnd::Transport("connection ended without a close frame".to_owned()),
+                    None => {
+                        break SessionEnd::Transport(
+                            "connection ended without a close frame".to_owned(),
+                        )
+                    }
                     Some(Err(error)) => match protocol_close_code(&error) {
                         Some(code) => break SessionEnd::Protocol(code, error.to_string()),
                         None => break SessionEnd::Transport(error.to_string()),
@@ -247,9 +283,7 @@ async fn run(
                     break end;
                 }
             }
-            written = std::future::poll_fn(|cx| {
-                drive_writes(cx, &mut sink, &hub, &session, &mut control, &mut needs_flush)
-            }), if has_writes => {
+            Step::Written(written) => {
                 if let Err(error) = written {
                     break SessionEnd::SendFailed(error.to_string());
                 }
@@ -258,7 +292,7 @@ async fn run(
     };
     // Boxed: the closing handshake's state (a send, a read, a timer) would
     // otherwise be part of every idle session's task, for its whole life.
-    Box::pin(finish(&hub, &session, sink, stream, end)).await;
+    Box::pin(finish(&hub, &session, socket, end)).await;
 }
 
 /// Records an inbound frame; `Some` when it ends the session.
@@ -315,23 +349,16 @@ fn on_inbound(
 }
 
 /// Closes the connection as `end` requires and removes the session.
-async fn finish(
-    hub: &Hub,
-    session: &Arc<Session>,
-    mut sink: WsSink,
-    mut stream: WsStream,
-    end: SessionEnd,
-) {
+async fn finish(hub: &Hub, session: &Arc<Session>, mut socket: WebSocket, end: SessionEnd) {
     let grace = Duration::from_millis(hub.config.sessions.close_grace_ms);
     match end {
         SessionEnd::Requested(request) => {
-            let clean =
-                close_handshake(&mut sink, &mut stream, request.code, &request.reason, grace).await;
+            let clean = close_handshake(&mut socket, request.code, &request.reason, grace).await;
             hub.session_closed(clean);
         }
         SessionEnd::ClientClosed(code) => {
             // axum answers the client's close frame itself; flush it out.
-            let _ = tokio::time::timeout(grace, futures_util::SinkExt::flush(&mut sink)).await;
+            let _ = tokio::time::timeout(grace, futures_util::SinkExt::flush(&mut socket)).await;
             hub.remove_ended(
                 session,
                 "closed",
@@ -380,8 +407,7 @@ async fn finish(
                     detail: detail.clone(),
                 },
             );
-            let clean =
-                close_handshake(&mut sink, &mut stream, code, "protocol error", grace).await;
+            let clean = close_handshake(&mut socket, code, "protocol error", grace).await;
             hub.session_closed(clean);
         }
         SessionEnd::RateLimited => {
@@ -395,8 +421,7 @@ async fn finish(
                 },
             );
             let clean = close_handshake(
-                &mut sink,
-                &mut stream,
+                &mut socket,
                 crate::core::close_codes::POLICY_VIOLATION,
                 "rate limit exceeded",
                 grace,
@@ -409,26 +434,20 @@ async fn finish(
 
 /// Sends a close frame and waits, within `grace`, for the client's. True
 /// when the client answered: a clean close.
-async fn close_handshake(
-    sink: &mut WsSink,
-    stream: &mut WsStream,
-    code: u16,
-    reason: &str,
-    grace: Duration,
-) -> bool {
+async fn close_handshake(socket: &mut WebSocket, code: u16, reason: &str, grace: Duration) -> bool {
     let reason = truncate_reason(reason);
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
     let handshake = async {
-        if futures_util::SinkExt::send(sink, Message::Close(Some(frame)))
+        if futures_util::SinkExt::send(&mut *socket, Message::Close(Some(frame)))
             .await
             .is_err()
         {
             return false;
         }
-        while let Some(message) = stream.next().await {
+        while let Some(message) = socket.next().await {
             match message {
                 Ok(Message::Close(_)) => return true,
                 Ok(_) => continue,
