@@ -104,7 +104,7 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     let mut due = Vec::new();
     let next_due = hub.registry.collect_due(now, &mut due);
     for session in due {
-        let expired = hub.registry.update(&session, |state| {
+        let visit = hub.registry.update(&session, |state| {
             let timing = tiers.timing(state.tier());
             let visit = state.visit(now, timing, tick);
             if visit.wake {
@@ -119,12 +119,12 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
                     timing.pong_timeout(),
                 ));
             }
-            visit.expired
+            visit
         });
-        if expired {
+        if visit.expired {
             hub.evict(session.id, "token-expired", close_codes::TOKEN_EXPIRED);
         }
-        if batch.len() > assessed.len() {
+        if visit.assess {
             assessed.push(session);
         }
     }

@@ -205,13 +205,16 @@ async fn run(
         // Host requests first: a close ends the loop, a ping jumps the queue.
         // A wake from here on is for a change not yet seen.
         session.clear_wake();
-        let (close, probe) = {
+        let now = Instant::now();
+        let (close, probe, read_tcp) = {
             let mut state = session.lock();
             let close = state.close_request().cloned();
-            let probe = state.take_probe(session.endpoint.pinged, Instant::now(), || {
-                hub.next_ping_sequence()
-            });
-            (close, probe)
+            let probe = state.take_probe(session.endpoint.pinged, now, || hub.next_ping_sequence());
+            // Through a proxy the socket is the proxy's: its facts would
+            // mislead the policy about the client.
+            let read_tcp = probe
+                .is_some_and(|probe| !session.proxied && state.tcp_due(probe, now, tcp_max_age));
+            (close, probe, read_tcp)
         };
         if let Some(close) = close {
             break SessionEnd::Requested(close);
@@ -219,10 +222,7 @@ async fn run(
         if let Some(probe) = probe {
             // The kernel's view of the socket, when it can tell the policy
             // something (for a session without pings it is the probe).
-            // Through a proxy the socket is the proxy's: its facts would
-            // mislead the policy about the client.
-            let now = Instant::now();
-            if !session.proxied && session.lock().tcp_due(probe, now, tcp_max_age) {
+            if read_tcp {
                 let tcp = crate::core::tcp::tcp_info(fd);
                 session.lock().set_tcp(tcp, now);
             }
