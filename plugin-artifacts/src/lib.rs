@@ -53,4 +53,8 @@ pub mod test_plugins {
         include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_wrong_world.wasm"));
     /// On disk, for commands that take a plugin path.
     pub const WRONG_WORLD_PATH: &str = concat!(env!("OUT_DIR"), "/vigil_test_wrong_world.wasm");
+
+    /// A policy built for `vigil:policy@0.1.0`, an older contract.
+    pub static OLD_CONTRACT: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_old_contract.wasm"));
 }

@@ -7,7 +7,7 @@
 // the least healthy sessions first. Every threshold comes from the JSON
 // configuration the host hands to `configure`, with the defaults below.
 
-import { KEEP, PING, evict, firstByRank, log, sessions, verdict } from './vigil-policy.js';
+import { KEEP, PING, evict, firstByRank, log, sessions, verdict, verdictBatch } from './vigil-policy.js';
 
 // Close codes, one per reason, in the private range (as the Rust default).
 const PONG_TIMEOUT = 4000;
@@ -123,11 +123,12 @@ export const policy = {
     },
 
     assess(_nowMs, batch) {
-        return sessions(batch).map((s) => {
+        const verdicts = sessions(batch).map((s) => {
             const score = health(s);
             const tier = tierOf(s, score);
             return verdict(s, score, tier, actionOf(s, tier, score), settings.reassess_ms[tier]);
         });
+        return verdictBatch(verdicts);
     },
 
     selectEvictions(_nowMs, batch, excess) {

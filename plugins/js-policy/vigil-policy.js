@@ -8,11 +8,14 @@
 // (u64 columns arrive as BigInt and are converted), the id kept as the
 // BigInt the host wants back, `null` for the facts the WIT marks unknown.
 //
-// Also here: `verdict`, `KEEP`, `PING` and `evict` build the WIT's verdict
-// and actions, `firstByRank` picks sessions for `selectEvictions`, and
-// `log` writes to the host's log.
+// The answer goes back as columns too (the WIT's `verdict-batch`). Authors
+// build one `verdict(...)` per session, with `KEEP`, `PING` or
+// `evict(reason, closeCode)` as its action, and return
+// `verdictBatch(verdicts)`, which writes the columns (typed arrays) and
+// lists each eviction reason once. Also here: `firstByRank` picks sessions
+// for `selectEvictions`, and `log` writes to the host's log.
 
-import { log as hostLog } from 'vigil:policy/log@0.1.0';
+import { log as hostLog } from 'vigil:policy/log@0.2.0';
 
 const U64_MAX = 0xffffffffffffffffn;
 const U32_MAX = 0xffffffff;
@@ -20,9 +23,10 @@ const U32_MAX = 0xffffffff;
 export const KEEP = { tag: 'keep' };
 export const PING = { tag: 'ping' };
 
-/** The action that closes a session with `reason` and `closeCode`. */
+/** The action that closes a session with `reason` (1-123 bytes, a metrics
+ * label and close-frame reason) and a WebSocket `closeCode`. */
 export function evict(reason, closeCode) {
-    return { tag: 'evict', val: { reason, closeCode } };
+    return { tag: 'evict', reason, closeCode };
 }
 
 /** One record per session of the batch, in the batch's order. */
@@ -68,6 +72,42 @@ export function verdict(session, health, tier, action, reassessInMs) {
         action,
         reassessInMs,
     };
+}
+
+/** The WIT's `verdict-batch` for an array of `verdict(...)`s: one column
+ * per field, each eviction reason written once. */
+export function verdictBatch(verdicts) {
+    const count = verdicts.length;
+    const reasons = new Map();
+    const batch = {
+        reasons: [],
+        session: new BigUint64Array(count),
+        health: new Uint8Array(count),
+        tier: new Array(count),
+        action: new Array(count),
+        reasonIndex: new Uint32Array(count),
+        closeCode: new Uint16Array(count),
+        reassessInMs: new Uint32Array(count),
+    };
+    for (let i = 0; i < count; i++) {
+        const v = verdicts[i];
+        batch.session[i] = v.session;
+        batch.health[i] = v.health;
+        batch.tier[i] = v.tier;
+        batch.action[i] = v.action.tag;
+        batch.reassessInMs[i] = v.reassessInMs;
+        if (v.action.tag === 'evict') {
+            let index = reasons.get(v.action.reason);
+            if (index === undefined) {
+                index = reasons.size;
+                reasons.set(v.action.reason, index);
+            }
+            batch.reasonIndex[i] = index;
+            batch.closeCode[i] = v.action.closeCode;
+        }
+    }
+    batch.reasons = Array.from(reasons.keys());
+    return batch;
 }
 
 /** The ids of the `excess` sessions with the lowest `rank(session)` (an

@@ -12,7 +12,7 @@ import json
 from wit_world import exports
 from componentize_py_types import Err
 
-from vigil_policy import KEEP, PING, Tier, evict, first_by_rank, log, sessions, verdict
+from vigil_policy import KEEP, PING, Tier, evict, first_by_rank, log, sessions, verdict, verdict_batch
 
 # Close codes, one per reason, in the private range (as the Rust default).
 PONG_TIMEOUT = 4000
@@ -139,7 +139,7 @@ class Policy(exports.Policy):
             health = self.health(s)
             tier = self.tier(s, health)
             verdicts.append(verdict(s, health, tier, self.action(s, tier, health), reassess[TIER_NAMES[tier]]))
-        return verdicts
+        return verdict_batch(verdicts)
 
     def select_evictions(self, now_ms, batch, excess):
         # Least healthy first; among equals the longest silent.

@@ -6,9 +6,12 @@ the component boundary far faster than records. Authors usually want one
 record per session; `sessions(batch)` gives exactly that, like the Rust
 SDK's `SessionFacts`, without copying the columns.
 
-Also here: `verdict`, `keep`, `ping` and `evict` build the WIT's verdict
-and actions, `first_by_rank` picks sessions for `select_evictions`, and
-`log` writes to the host's log.
+The answer goes back as columns too (the WIT's `verdict-batch`). Authors
+build one `verdict(...)` per session, with `KEEP`, `PING` or
+`evict(reason, close_code)` as its action, and return
+`verdict_batch(verdicts)`, which writes the columns and lists each eviction
+reason once. Also here: `first_by_rank` picks sessions for
+`select_evictions`, and `log` writes to the host's log.
 """
 
 from collections import namedtuple
@@ -20,9 +23,8 @@ U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
 
 Tier = types.Tier
-KEEP = types.Action_Keep()
-PING = types.Action_Ping()
-
+KEEP = types.Action.KEEP
+PING = types.Action.PING
 
 # The batch's columns, in the order a `Session` holds them. Three may be
 # unknown; their raw columns end in `_raw` and a property gives `None`.
@@ -106,20 +108,56 @@ def sessions(batch):
     return list(map(Session._make, rows))
 
 
+Eviction = namedtuple("Eviction", ("reason", "close_code"))
+Eviction.__doc__ = """The action that closes a session: `reason` (1-123 bytes,
+a metrics label and close-frame reason) and a WebSocket `close_code`."""
+
+Verdict = namedtuple("Verdict", ("session", "health", "tier", "action", "reassess_in_ms"))
+Verdict.__doc__ = """The decision about one session, as `verdict` builds it."""
+
+
 def evict(reason, close_code):
     """The action that closes a session with `reason` and `close_code`."""
-    return types.Action_Evict(types.Eviction(reason=reason, close_code=close_code))
+    return Eviction(reason, close_code)
 
 
 def verdict(session, health, tier, action, reassess_in_ms):
-    """The verdict for `session`: health 0-100, its tier, what to do, and
-    when to assess it again at the latest."""
-    return types.Verdict(
-        session=session.id,
-        health=max(0, min(100, int(health))),
-        tier=tier,
+    """The verdict for `session`: health 0-100, its tier, what to do (`KEEP`,
+    `PING` or `evict(...)`), and when to assess it again at the latest."""
+    return Verdict(
+        session.id,
+        max(0, min(100, int(health))),
+        tier,
+        action,
+        int(reassess_in_ms),
+    )
+
+
+def verdict_batch(verdicts):
+    """The WIT's `verdict-batch` for a list of `verdict(...)`s: one column
+    per field, each eviction reason written once."""
+    reasons = {}
+    action = []
+    reason_index = []
+    close_code = []
+    for v in verdicts:
+        if isinstance(v.action, Eviction):
+            action.append(types.Action.EVICT)
+            reason_index.append(reasons.setdefault(v.action.reason, len(reasons)))
+            close_code.append(v.action.close_code)
+        else:
+            action.append(v.action)
+            reason_index.append(0)
+            close_code.append(0)
+    return types.VerdictBatch(
+        reasons=list(reasons),
+        session=[v.session for v in verdicts],
+        health=bytes(v.health for v in verdicts),
+        tier=[v.tier for v in verdicts],
         action=action,
-        reassess_in_ms=int(reassess_in_ms),
+        reason_index=reason_index,
+        close_code=close_code,
+        reassess_in_ms=[v.reassess_in_ms for v in verdicts],
     )
 
 

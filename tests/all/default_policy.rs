@@ -32,7 +32,7 @@ fn verdict_for<'a>(verdicts: &'a [(&'static str, Verdict)], name: &str) -> &'a V
 
 fn evicted_for(verdict: &Verdict) -> Option<(&str, u16)> {
     match &verdict.action {
-        Action::Evict(eviction) => Some((eviction.reason.as_str(), eviction.close_code)),
+        Action::Evict(eviction) => Some((&*eviction.reason, eviction.close_code)),
         _ => None,
     }
 }

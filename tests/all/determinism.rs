@@ -18,7 +18,7 @@ fn assess_with_a_fresh_instance(now_ms: u64) -> Vec<Verdict> {
 
 fn readings(verdicts: &[Verdict]) -> String {
     match verdicts.first().map(|verdict| &verdict.action) {
-        Some(Action::Evict(eviction)) => eviction.reason.clone(),
+        Some(Action::Evict(eviction)) => eviction.reason.to_string(),
         other => panic!("the first verdict should carry the readings, got {other:?}"),
     }
 }

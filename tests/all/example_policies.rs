@@ -29,7 +29,7 @@ fn reason(verdicts: &[(&str, Verdict)], scenario: &str) -> Option<String> {
         .find(|(name, _)| *name == scenario)
         .map(|(_, v)| v);
     match verdict.map(|v| &v.action) {
-        Some(Action::Evict(eviction)) => Some(eviction.reason.clone()),
+        Some(Action::Evict(eviction)) => Some(eviction.reason.to_string()),
         Some(_) => None,
         None => panic!("no verdict for {scenario}"),
     }
@@ -93,7 +93,7 @@ fn lenient_policy_never_evicts_silent_sessions_that_answer_pings() {
         Err(fault) => panic!("{fault}"),
     };
     assert!(
-        matches!(&verdict[0].action, Action::Evict(e) if e.reason == "pong-timeout"),
+        matches!(&verdict[0].action, Action::Evict(e) if &*e.reason == "pong-timeout"),
         "{verdict:?}"
     );
 }
@@ -130,7 +130,7 @@ fn capacity_policy_enforces_class_quotas_and_drops_the_least_healthy_then_oldest
     };
     let over_quota: Vec<u64> = verdicts
         .iter()
-        .filter(|v| matches!(&v.action, Action::Evict(e) if e.reason == "class-quota"))
+        .filter(|v| matches!(&v.action, Action::Evict(e) if &*e.reason == "class-quota"))
         .map(|v| v.session)
         .collect();
     assert_eq!(over_quota, [1, 2], "the two newest go over a quota of two");

@@ -111,8 +111,26 @@ fn contract_violations_are_faults() {
         "duplicate-verdict",
         "bad-health",
         "bad-close-code",
+        "ragged-verdicts",
+        "unknown-reason",
     ] {
         survives(fault, FaultKind::Contract);
+    }
+}
+
+#[test]
+fn a_malformed_verdict_batch_is_told_in_the_log() {
+    for (fault, told) in [
+        ("ragged-verdicts", "values in its `health` column"),
+        ("unknown-reason", "names reason"),
+    ] {
+        let log = LogCapture::default();
+        log.during(|| survives(fault, FaultKind::Contract));
+        let text = log.text();
+        assert!(
+            text.contains(told),
+            "{fault}: the log says `{told}`:\n{text}"
+        );
     }
 }
 

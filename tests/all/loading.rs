@@ -47,9 +47,28 @@ fn a_component_of_another_world_is_refused() {
     let error = refused("wrong-world.wasm", test_plugins::WRONG_WORLD, "{}");
     assert!(matches!(error, LoadError::WrongWorld { .. }), "{error}");
     assert!(
-        error.to_string().contains("vigil:policy/policy@0.1.0"),
+        error.to_string().contains("vigil:policy/policy@0.2.0"),
         "{error}"
     );
+}
+
+#[test]
+fn a_plugin_for_the_older_contract_is_told_to_rebuild() {
+    let error = refused("old-contract.wasm", test_plugins::OLD_CONTRACT, "{}");
+    assert!(
+        matches!(
+            error,
+            LoadError::OlderContract {
+                found: "vigil:policy/policy@0.1.0",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let message = error.to_string();
+    for told in ["vigil:policy/policy@0.2.0", "rebuild", "plugins/README.md"] {
+        assert!(message.contains(told), "the error says `{told}`: {message}");
+    }
 }
 
 #[test]

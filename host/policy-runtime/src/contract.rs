@@ -48,6 +48,26 @@ pub enum ContractViolation {
         /// Its length in bytes.
         len: usize,
     },
+    /// The columns of a `verdict-batch` must all be as long as `session`.
+    #[error("assess answered {sessions} sessions but {got} values in its `{column}` column; every column of a verdict-batch has one value per session")]
+    RaggedVerdicts {
+        /// The first column found of another length.
+        column: &'static str,
+        /// Its length.
+        got: usize,
+        /// The length of the `session` column.
+        sessions: usize,
+    },
+    /// An eviction's `reason-index` must point into `reasons`.
+    #[error("eviction of session {session} names reason {index}, but the answer lists {reasons} reasons")]
+    UnknownReason {
+        /// The session.
+        session: SessionId,
+        /// The index it gave.
+        index: u32,
+        /// How many reasons the answer listed.
+        reasons: usize,
+    },
     /// `select-evictions` may name at most `excess` sessions.
     #[error("select-evictions returned {got} sessions for an excess of {excess}")]
     TooManyEvictions {

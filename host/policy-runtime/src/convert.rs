@@ -2,11 +2,14 @@
 //! and the types wasmtime's bindgen generated for the WIT contract. Facts are
 //! lent, not copied: the class strings are borrowed for the call.
 
+use std::sync::Arc;
+
 use vigil_policy_sdk::{
     Action, Event, EventKind, Eviction, FrameKind, SessionFacts, TcpFacts, Tier, Verdict,
 };
 
 use super::bindings::wit_types as wit;
+use super::contract::ContractViolation;
 
 fn tier_to_wit(tier: Tier) -> wit::Tier {
     match tier {
@@ -224,22 +227,140 @@ pub(crate) fn events_to_wit(events: &[Event]) -> Vec<wit::Event<'_>> {
         .collect()
 }
 
-pub(crate) fn verdicts_from_wit(verdicts: Vec<wit::Verdict>) -> Vec<Verdict> {
-    verdicts
-        .into_iter()
-        .map(|v| Verdict {
-            session: v.session,
-            health: v.health,
-            tier: tier_from_wit(v.tier),
-            action: match v.action {
-                wit::Action::Keep => Action::Keep,
-                wit::Action::Ping => Action::Ping,
-                wit::Action::Evict(e) => Action::Evict(Eviction {
-                    reason: e.reason,
-                    close_code: e.close_code,
-                }),
-            },
-            reassess_in_ms: v.reassess_in_ms,
-        })
-        .collect()
+/// The plugin's `verdict-batch` as one [`Verdict`] per session, each
+/// distinct reason shared between its evictions. Columns of unequal length
+/// and reason indices past the reason list break the contract; everything
+/// else about the verdicts is [`crate::contract`]'s to check.
+pub(crate) fn verdicts_from_wit(
+    batch: wit::VerdictBatch,
+) -> Result<Vec<Verdict>, ContractViolation> {
+    let wit::VerdictBatch {
+        reasons,
+        session,
+        health,
+        tier,
+        action,
+        reason_index,
+        close_code,
+        reassess_in_ms,
+    } = batch;
+    let len = session.len();
+    let lengths = [
+        ("health", health.len()),
+        ("tier", tier.len()),
+        ("action", action.len()),
+        ("reason-index", reason_index.len()),
+        ("close-code", close_code.len()),
+        ("reassess-in-ms", reassess_in_ms.len()),
+    ];
+    if let Some((column, got)) = lengths.into_iter().find(|(_, got)| *got != len) {
+        return Err(ContractViolation::RaggedVerdicts {
+            column,
+            got,
+            sessions: len,
+        });
+    }
+    let reasons: Vec<Arc<str>> = reasons.into_iter().map(Arc::from).collect();
+    let mut verdicts = Vec::with_capacity(len);
+    for i in 0..len {
+        let action = match action[i] {
+            wit::Action::Keep => Action::Keep,
+            wit::Action::Ping => Action::Ping,
+            wit::Action::Evict => {
+                let index = reason_index[i];
+                let Some(reason) = reasons.get(index as usize) else {
+                    return Err(ContractViolation::UnknownReason {
+                        session: session[i],
+                        index,
+                        reasons: reasons.len(),
+                    });
+                };
+                Action::Evict(Eviction {
+                    reason: reason.clone(),
+                    close_code: close_code[i],
+                })
+            }
+        };
+        verdicts.push(Verdict {
+            session: session[i],
+            health: health[i],
+            tier: tier_from_wit(tier[i]),
+            action,
+            reassess_in_ms: reassess_in_ms[i],
+        });
+    }
+    Ok(verdicts)
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)] // a failed expectation is the test failing
+mod tests {
+    use super::*;
+
+    /// An answer for sessions 1, 2 and 3: keep, evict for `pong-timeout`,
+    /// evict for `pong-timeout` again (one reason in the list).
+    fn answer() -> wit::VerdictBatch {
+        wit::VerdictBatch {
+            reasons: vec!["pong-timeout".to_owned()],
+            session: vec![1, 2, 3],
+            health: vec![100, 0, 5],
+            tier: vec![wit::Tier::Regular, wit::Tier::Fast, wit::Tier::KeepAlive],
+            action: vec![wit::Action::Keep, wit::Action::Evict, wit::Action::Evict],
+            reason_index: vec![0, 0, 0],
+            close_code: vec![0, 4000, 4001],
+            reassess_in_ms: vec![5_000, 1_000, 30_000],
+        }
+    }
+
+    #[test]
+    fn columns_become_one_verdict_per_session_sharing_their_reasons() {
+        let verdicts = verdicts_from_wit(answer()).expect("a well-formed answer");
+        assert_eq!(verdicts.len(), 3);
+        assert_eq!(verdicts[0].action, Action::Keep);
+        assert_eq!(verdicts[0].reassess_in_ms, 5_000);
+        assert_eq!(verdicts[2].tier, Tier::KeepAlive);
+        let (Action::Evict(second), Action::Evict(third)) =
+            (&verdicts[1].action, &verdicts[2].action)
+        else {
+            panic!("sessions 2 and 3 are evicted: {verdicts:?}");
+        };
+        assert_eq!((&*second.reason, second.close_code), ("pong-timeout", 4000));
+        assert_eq!(third.close_code, 4001);
+        assert!(
+            Arc::ptr_eq(&second.reason, &third.reason),
+            "one string for the reason, not one per eviction"
+        );
+    }
+
+    #[test]
+    fn a_short_column_is_named() {
+        let mut ragged = answer();
+        ragged.close_code.pop();
+        assert_eq!(
+            verdicts_from_wit(ragged).err(),
+            Some(ContractViolation::RaggedVerdicts {
+                column: "close-code",
+                got: 2,
+                sessions: 3
+            })
+        );
+    }
+
+    #[test]
+    fn an_eviction_past_the_reasons_is_refused_and_others_are_not_read() {
+        let mut past = answer();
+        past.reason_index[2] = 1;
+        assert_eq!(
+            verdicts_from_wit(past).err(),
+            Some(ContractViolation::UnknownReason {
+                session: 3,
+                index: 1,
+                reasons: 1
+            })
+        );
+        // A keep's reason index means nothing, whatever it holds.
+        let mut keep = answer();
+        keep.reason_index[0] = u32::MAX;
+        assert!(verdicts_from_wit(keep).is_ok());
+    }
 }

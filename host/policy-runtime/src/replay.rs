@@ -440,10 +440,7 @@ mod tests {
         assert!(differences(&keep, &keep, 0).is_empty());
         let evict = |reason: &str, code| {
             verdict(
-                Action::Evict(Eviction {
-                    reason: reason.to_owned(),
-                    close_code: code,
-                }),
+                Action::Evict(Eviction::new(reason, code)),
                 90,
                 Tier::Regular,
             )

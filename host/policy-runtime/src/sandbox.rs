@@ -36,7 +36,12 @@ use super::output::{PluginLevel, PluginOutput};
 use vigil_policy_sdk::{Event, SessionFacts, SessionId, Verdict};
 
 /// The name of the interface a plugin must export, as the error messages say it.
-const POLICY_EXPORT: &str = "vigil:policy/policy@0.1.0";
+const POLICY_EXPORT: &str = "vigil:policy/policy@0.2.0";
+
+/// The `vigil:policy` package versions before this one, which the host
+/// recognizes to say that a plugin needs a rebuild (rather than that it is
+/// no policy at all).
+const OLDER_POLICY_EXPORTS: &[&str] = &["vigil:policy/policy@0.1.0"];
 
 /// The process-wide wasmtime engine: compilation settings, epoch-based
 /// interruption and its [`Watchdog`], and the linker every plugin is
@@ -253,6 +258,14 @@ pub enum LoadError {
         /// Wasmtime's reason.
         detail: String,
     },
+    /// It was built against an older version of the contract.
+    #[error("policy plugin {name} was built for {found}, an older contract than this Vigil's {POLICY_EXPORT}; rebuild it against wit/policy.wit (a Rust policy: with vigil-policy-sdk 0.2; see \"Upgrading from 0.1.0\" in plugins/README.md)")]
+    OlderContract {
+        /// The plugin's name.
+        name: String,
+        /// The contract it exports.
+        found: &'static str,
+    },
     /// It is a component of another world.
     #[error("policy plugin {name} is not a Vigil policy: it does not export {POLICY_EXPORT} with the expected functions ({detail})")]
     WrongWorld {
@@ -392,6 +405,9 @@ impl Sandbox {
                     name: name.clone(),
                     detail: format!("{e:#}"),
                 })?;
+        if let Some(found) = older_contract(&engine.engine, &component) {
+            return Err(LoadError::OlderContract { name, found });
+        }
         let instance_pre =
             engine
                 .linker
@@ -575,6 +591,22 @@ impl Sandbox {
     }
 }
 
+/// The older `vigil:policy` contract the component exports, if it exports
+/// one: checked before linking, because such a plugin also imports the old
+/// `log` interface, and "needs imports Vigil does not provide" would send
+/// its author looking in the wrong place.
+fn older_contract(engine: &Engine, component: &Component) -> Option<&'static str> {
+    let exported: HashSet<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    OLDER_POLICY_EXPORTS
+        .iter()
+        .find(|older| exported.contains(**older))
+        .copied()
+}
+
 /// Names what stopped a guest call. Checks the limiter first: running out of
 /// memory surfaces as a plain error, not a `Trap`.
 fn classify(store: &Store<StoreState>, error: wasmtime::Error) -> CallFault {
@@ -684,7 +716,12 @@ impl Sandbox {
             Ok(verdicts) => {
                 self.batch.record(sessions.len(), started.elapsed());
                 self.tell_batch_cap();
-                Ok(convert::verdicts_from_wit(verdicts))
+                // The instance answered; a malformed answer breaks the
+                // contract but leaves the instance usable.
+                convert::verdicts_from_wit(verdicts).map_err(|violation| CallFault {
+                    kind: FaultKind::Contract,
+                    detail: violation.to_string(),
+                })
             }
             Err(fault) => {
                 if fault.kind == FaultKind::Deadline {

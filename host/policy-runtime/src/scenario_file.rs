@@ -408,7 +408,7 @@ fn compare(expect: &Expectation, verdict: &Verdict) -> Vec<String> {
     }
     if let Action::Evict(eviction) = &verdict.action {
         if let Some(reason) = &expect.reason {
-            if &eviction.reason != reason {
+            if *eviction.reason != **reason {
                 differences.push(format!(
                     "reason: expected {reason:?}, got {:?}",
                     eviction.reason

@@ -93,12 +93,12 @@ impl Policy for Capacity {
             .map(|facts| {
                 let action = if over_quota.contains(&facts.id) {
                     Action::Evict(Eviction {
-                        reason: "class-quota".to_owned(),
+                        reason: "class-quota".into(),
                         close_code: 4013,
                     })
                 } else if facts.pong_overdue {
                     Action::Evict(Eviction {
-                        reason: "pong-timeout".to_owned(),
+                        reason: "pong-timeout".into(),
                         close_code: 4000,
                     })
                 } else {

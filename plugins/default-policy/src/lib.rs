@@ -44,12 +44,40 @@ pub mod close_codes {
     pub const SILENT: u16 = 4004;
 }
 
+/// The evictions the default policy makes, built once: each verdict that
+/// evicts shares its reason string (a reference count, not an allocation),
+/// and the WIT carries each reason once per answer.
+#[derive(Debug, Clone)]
+struct Evictions {
+    pong_timeout: Action,
+    send_failures: Action,
+    backlog_overflow: Action,
+    backlog: Action,
+    silent: Action,
+    idle: Action,
+}
+
+impl Default for Evictions {
+    fn default() -> Self {
+        let evict = |reason: &str, close_code| Action::Evict(Eviction::new(reason, close_code));
+        Evictions {
+            pong_timeout: evict("pong-timeout", close_codes::PONG_TIMEOUT),
+            send_failures: evict("send-failures", close_codes::SEND_FAILURES),
+            backlog_overflow: evict("backlog-overflow", close_codes::BACKLOG),
+            backlog: evict("backlog", close_codes::BACKLOG),
+            silent: evict("silent", close_codes::SILENT),
+            idle: evict("idle", close_codes::IDLE),
+        }
+    }
+}
+
 /// The default policy: [`Config`] plus the per-session RTT history it learns
 /// from events (a hint; every decision also works from facts alone).
 #[derive(Debug, Default)]
 pub struct DefaultPolicy {
     config: Config,
     history: History,
+    evictions: Evictions,
 }
 
 impl DefaultPolicy {
@@ -58,6 +86,7 @@ impl DefaultPolicy {
         DefaultPolicy {
             config,
             history: History::default(),
+            evictions: Evictions::default(),
         }
     }
 
@@ -76,7 +105,7 @@ impl DefaultPolicy {
         let baseline = self.history.rtt_baseline_ms(facts.id);
         let health = scoring::health(settings, facts, baseline);
         let tier = scoring::tier(settings, facts, health);
-        let action = decide_action(settings, facts, tier, health);
+        let action = decide_action(settings, facts, tier, health, &self.evictions);
         Verdict {
             session: facts.id,
             health,
@@ -90,13 +119,6 @@ impl DefaultPolicy {
 /// Classes whose settings one `assess` call remembers.
 const CLASSES_REMEMBERED: usize = 16;
 
-fn evict(reason: &str, close_code: u16) -> Action {
-    Action::Evict(Eviction {
-        reason: reason.to_owned(),
-        close_code,
-    })
-}
-
 /// The action for one session: the first rule that fires, most certain
 /// evidence of death first.
 fn decide_action(
@@ -104,29 +126,30 @@ fn decide_action(
     facts: &SessionFacts,
     tier: Tier,
     health: u8,
+    evictions: &Evictions,
 ) -> Action {
     if facts.pong_overdue && facts.outstanding_pings >= settings.overdue_pings_to_evict {
-        return evict("pong-timeout", close_codes::PONG_TIMEOUT);
+        return evictions.pong_timeout.clone();
     }
     if settings.send_failures_to_evict > 0 && facts.send_errors >= settings.send_failures_to_evict {
-        return evict("send-failures", close_codes::SEND_FAILURES);
+        return evictions.send_failures.clone();
     }
     if settings.dropped_frames_to_evict > 0
         && facts.dropped_frames >= settings.dropped_frames_to_evict
     {
-        return evict("backlog-overflow", close_codes::BACKLOG);
+        return evictions.backlog_overflow.clone();
     }
     if facts.backlog_ms >= settings.backlog_evict_ms {
-        return evict("backlog", close_codes::BACKLOG);
+        return evictions.backlog.clone();
     }
     if settings.silent_evict_ms > 0 && facts.idle_ms >= settings.silent_evict_ms {
-        return evict("silent", close_codes::SILENT);
+        return evictions.silent.clone();
     }
     if tier == Tier::KeepAlive
         && settings.idle_evict_ms > 0
         && facts.app_idle_ms >= settings.idle_evict_ms
     {
-        return evict("idle", close_codes::IDLE);
+        return evictions.idle.clone();
     }
     // Probe rather than wait for the schedule when something looks wrong and
     // no probe is already in flight: a backed-up queue (is the reader alive?)

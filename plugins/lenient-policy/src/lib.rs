@@ -44,7 +44,7 @@ impl Lenient {
                 } else {
                     "send-failures"
                 }
-                .to_owned(),
+                .into(),
                 close_code: if dead { 4000 } else { 4001 },
             })
         } else {

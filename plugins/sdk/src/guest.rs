@@ -26,7 +26,7 @@ use bindings::vigil::policy::types as wit;
 pub use bindings::exports::vigil::policy::policy::Guest;
 pub use wit::Event as WitEvent;
 pub use wit::SessionBatch as WitSessionBatch;
-pub use wit::Verdict as WitVerdict;
+pub use wit::VerdictBatch as WitVerdictBatch;
 
 pub(crate) fn log(level: LogLevel, message: &str) {
     let level = match level {
@@ -210,23 +210,62 @@ pub fn events_from_wit(events: Vec<wit::Event>) -> Vec<Event> {
         .collect()
 }
 
+/// The verdicts as the WIT's columns, each distinct eviction reason once
+/// in `reasons`. Reasons are found by pointer first, so a policy that keeps
+/// its reasons as `Arc<str>` pays no string comparison; a policy with a
+/// handful of reasons (they are metrics labels) pays a short scan at most.
 #[doc(hidden)]
-pub fn verdicts_to_wit(verdicts: Vec<Verdict>) -> Vec<wit::Verdict> {
-    verdicts
-        .into_iter()
-        .map(|v| wit::Verdict {
-            session: v.session,
-            health: v.health,
-            tier: tier_to_wit(v.tier),
-            action: match v.action {
-                Action::Keep => wit::Action::Keep,
-                Action::Ping => wit::Action::Ping,
-                Action::Evict(e) => wit::Action::Evict(wit::Eviction {
-                    reason: e.reason,
-                    close_code: e.close_code,
-                }),
-            },
-            reassess_in_ms: v.reassess_in_ms,
-        })
-        .collect()
+pub fn verdicts_to_wit(verdicts: Vec<Verdict>) -> wit::VerdictBatch {
+    let len = verdicts.len();
+    let mut session = Vec::with_capacity(len);
+    let mut health = Vec::with_capacity(len);
+    let mut tier = Vec::with_capacity(len);
+    let mut action = Vec::with_capacity(len);
+    let mut reason_index = Vec::with_capacity(len);
+    let mut close_code = Vec::with_capacity(len);
+    let mut reassess_in_ms = Vec::with_capacity(len);
+    let mut reasons: Vec<Arc<str>> = Vec::new();
+    for verdict in verdicts {
+        let (kind, reason, code) = match verdict.action {
+            Action::Keep => (wit::Action::Keep, 0, 0),
+            Action::Ping => (wit::Action::Ping, 0, 0),
+            Action::Evict(eviction) => (
+                wit::Action::Evict,
+                intern(&mut reasons, eviction.reason),
+                eviction.close_code,
+            ),
+        };
+        session.push(verdict.session);
+        health.push(verdict.health);
+        tier.push(tier_to_wit(verdict.tier));
+        action.push(kind);
+        reason_index.push(reason);
+        close_code.push(code);
+        reassess_in_ms.push(verdict.reassess_in_ms);
+    }
+    wit::VerdictBatch {
+        reasons: reasons
+            .iter()
+            .map(|reason| String::from(&**reason))
+            .collect(),
+        session,
+        health,
+        tier,
+        action,
+        reason_index,
+        close_code,
+        reassess_in_ms,
+    }
+}
+
+/// The index of `reason` in `reasons`, adding it if new.
+fn intern(reasons: &mut Vec<Arc<str>>, reason: Arc<str>) -> u32 {
+    let found = reasons
+        .iter()
+        .position(|known| Arc::ptr_eq(known, &reason) || **known == *reason);
+    let index = found.unwrap_or_else(|| {
+        reasons.push(reason);
+        reasons.len() - 1
+    });
+    index as u32
 }

@@ -111,7 +111,7 @@ macro_rules! export_policy {
                 fn assess(
                     now_ms: u64,
                     batch: $crate::guest::WitSessionBatch,
-                ) -> Vec<$crate::guest::WitVerdict> {
+                ) -> $crate::guest::WitVerdictBatch {
                     let sessions = $crate::guest::facts_from_wit(batch);
                     let verdicts =
                         POLICY.with_borrow_mut(|policy| $crate::Policy::assess(policy, now_ms, &sessions));

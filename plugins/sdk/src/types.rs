@@ -198,17 +198,34 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// Why and how to close an evicted session (`eviction` in the WIT).
+/// Why and how to close an evicted session (the `reason-index` and
+/// `close-code` of a `verdict-batch` row in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Eviction {
-    /// Short machine-friendly reason, used in metrics labels and close frames.
-    pub reason: String,
+    /// Short machine-friendly reason, used in metrics labels and close
+    /// frames. Shared, not owned: a policy that keeps its reasons (see
+    /// [`Eviction::new`]) hands out the same string to every eviction, and
+    /// the WIT carries each distinct reason once per answer.
+    pub reason: Arc<str>,
     /// WebSocket close code; see [`is_valid_close_code`].
     pub close_code: u16,
 }
 
-/// What the host should do with a session now (`action` in the WIT).
+impl Eviction {
+    /// An eviction for `reason`, closing with `close_code`. Pass an
+    /// `Arc<str>` the policy keeps to share one string between evictions;
+    /// a `&str` is copied into a new one.
+    pub fn new(reason: impl Into<Arc<str>>, close_code: u16) -> Self {
+        Eviction {
+            reason: reason.into(),
+            close_code,
+        }
+    }
+}
+
+/// What the host should do with a session now (`action` in the WIT, with
+/// the eviction's columns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
@@ -232,7 +249,8 @@ impl Action {
     }
 }
 
-/// The policy's decision about one session (`verdict` in the WIT).
+/// The policy's decision about one session (one row of `verdict-batch` in
+/// the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // documented field by field in the WIT
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

@@ -28,7 +28,7 @@ impl Default for Strict {
 
 fn evict(reason: &str, close_code: u16) -> Action {
     Action::Evict(Eviction {
-        reason: reason.to_owned(),
+        reason: reason.into(),
         close_code,
     })
 }

@@ -35,9 +35,17 @@ export const policy = {
     onEvents(_events) {},
     assess(_nowMs, batch) {
         if (where === 'assess' && (trigger === null || batch.classes.includes(trigger))) misbehave();
-        return Array.from(batch.id, (session) => ({
-            session, health: 100, tier: 'regular', action: { tag: 'keep' }, reassessInMs: 5000,
-        }));
+        const count = batch.id.length;
+        return {
+            reasons: [],
+            session: BigUint64Array.from(batch.id),
+            health: new Uint8Array(count).fill(100),
+            tier: new Array(count).fill('regular'),
+            action: new Array(count).fill('keep'),
+            reasonIndex: new Uint32Array(count),
+            closeCode: new Uint16Array(count),
+            reassessInMs: new Uint32Array(count).fill(5000),
+        };
     },
     selectEvictions(_nowMs, batch, excess) {
         return batch.id.slice(0, excess);

@@ -49,10 +49,17 @@ class Policy(exports.Policy):
             and len(batch.id) > above
         ):
             misbehave(SETTINGS.get("misbehave", "none"))
-        return [
-            types.Verdict(session=id, health=100, tier=types.Tier.REGULAR, action=types.Action_Keep(), reassess_in_ms=5000)
-            for id in batch.id
-        ]
+        count = len(batch.id)
+        return types.VerdictBatch(
+            reasons=[],
+            session=list(batch.id),
+            health=bytes([100] * count),
+            tier=[types.Tier.REGULAR] * count,
+            action=[types.Action.KEEP] * count,
+            reason_index=[0] * count,
+            close_code=[0] * count,
+            reassess_in_ms=[5000] * count,
+        )
 
     def select_evictions(self, now_ms, batch, excess):
         return list(batch.id[:excess])

@@ -37,7 +37,8 @@ impl Policy for ClockReader {
                     Action::Evict(Eviction {
                         reason: format!(
                             "wall={wall} mono={mono_ms} random={random} insecure={insecure}"
-                        ),
+                        )
+                        .into(),
                         close_code: 4999,
                     })
                 } else {

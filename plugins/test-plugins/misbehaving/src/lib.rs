@@ -3,7 +3,10 @@
 //!
 //! `{"fault": F, "in": C}` with F one of `loop`, `memory-bomb`, `panic`,
 //! `missing-verdict`, `unknown-session`, `duplicate-verdict`, `bad-health`,
-//! `bad-close-code`, `too-many-evictions`, `reject-config`, and C the call it
+//! `bad-close-code`, `too-many-evictions`, `reject-config`, and two that
+//! break the shape of the WIT's `verdict-batch`, which the SDK never
+//! produces: `ragged-verdicts` (one column a value short) and
+//! `unknown-reason` (an eviction naming a reason past the list); C the call it
 //! strikes in: `assess` (default), `select-evictions` or `configure`.
 //! With `"trigger_class": "poison"` it strikes in `assess` and
 //! `select-evictions` only for batches holding a session of that client
@@ -121,7 +124,7 @@ impl Policy for Misbehaving {
             "bad-close-code" => {
                 if let Some(first) = verdicts.first_mut() {
                     first.action = Action::Evict(Eviction {
-                        reason: "bad-code".to_owned(),
+                        reason: "bad-code".into(),
                         close_code: 1006,
                     });
                 }
@@ -153,4 +156,74 @@ impl Policy for Misbehaving {
     }
 }
 
-vigil_policy_sdk::export_policy!(Misbehaving);
+impl Misbehaving {
+    /// Breaks the shape of an `assess` answer after the SDK built it, for
+    /// the faults no `Vec<Verdict>` can express.
+    #[cfg(target_arch = "wasm32")]
+    fn tamper(
+        &self,
+        sessions: &[SessionFacts],
+        answer: &mut vigil_policy_sdk::guest::WitVerdictBatch,
+    ) {
+        use vigil_policy_sdk::guest::bindings::vigil::policy::types::Action as WitAction;
+        if !self.strikes_in("assess", sessions) {
+            return;
+        }
+        match self.fault.as_str() {
+            "ragged-verdicts" => {
+                answer.health.pop();
+            }
+            "unknown-reason" if !answer.action.is_empty() => {
+                answer.action[0] = WitAction::Evict;
+                answer.reason_index[0] = answer.reasons.len() as u32 + 7;
+                answer.close_code[0] = 4000;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The SDK's export, by hand, so `assess` can pass its answer through
+/// [`Misbehaving::tamper`] on the way out.
+#[cfg(target_arch = "wasm32")]
+mod export {
+    use std::cell::RefCell;
+
+    use vigil_policy_sdk::guest::{self, Guest, WitEvent, WitSessionBatch, WitVerdictBatch};
+    use vigil_policy_sdk::Policy;
+
+    use super::Misbehaving;
+
+    std::thread_local! {
+        static POLICY: RefCell<Misbehaving> = RefCell::new(Misbehaving::default());
+    }
+
+    struct Export;
+
+    impl Guest for Export {
+        fn configure(config: String) -> Result<(), String> {
+            POLICY.with_borrow_mut(|policy| policy.configure(&config))
+        }
+
+        fn on_events(events: Vec<WitEvent>) {
+            let events = guest::events_from_wit(events);
+            POLICY.with_borrow_mut(|policy| policy.on_events(&events))
+        }
+
+        fn assess(now_ms: u64, batch: WitSessionBatch) -> WitVerdictBatch {
+            let sessions = guest::facts_from_wit(batch);
+            POLICY.with_borrow_mut(|policy| {
+                let mut answer = guest::verdicts_to_wit(policy.assess(now_ms, &sessions));
+                policy.tamper(&sessions, &mut answer);
+                answer
+            })
+        }
+
+        fn select_evictions(now_ms: u64, batch: WitSessionBatch, excess: u32) -> Vec<u64> {
+            let sessions = guest::facts_from_wit(batch);
+            POLICY.with_borrow_mut(|policy| policy.select_evictions(now_ms, &sessions, excess))
+        }
+    }
+
+    vigil_policy_sdk::guest::bindings::export_bindings!(Export with_types_in vigil_policy_sdk::guest::bindings);
+}
