@@ -118,14 +118,21 @@ async fn swaps_and_a_rollback_under_traffic_lose_no_session() -> Result<(), KitE
         assert_eq!(received[9], "after swap 4");
         assert!(client.sent() > 0);
     }
-    let shadow_report = {
-        host.shadow(plugins::STRICT, "{}").await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        host.shadow_report().await?
+    // Starting a shadow brings no session forward: it sees the batches the
+    // schedule makes next (new sessions are re-assessed every second), so
+    // wait for one rather than for a fixed time a loaded machine may miss.
+    host.shadow(plugins::STRICT, "{}").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let shadow_report = loop {
+        let report = host.shadow_report().await?;
+        if report["batches"].as_u64().unwrap_or(0) > 0 || tokio::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
         shadow_report["batches"].as_u64().unwrap_or(0) > 0,
-        "{shadow_report}"
+        "the shadow compared no batch within 5 s: {shadow_report}"
     );
     host.promote().await?;
     assert_eq!(host.sessions().len(), 20);
