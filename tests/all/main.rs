@@ -16,6 +16,7 @@ mod hot_swap;
 mod idle;
 mod liveness;
 mod loading;
+mod older_contract;
 mod onebot;
 mod policy_test;
 mod policy_thread;

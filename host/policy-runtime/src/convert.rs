@@ -1,6 +1,7 @@
 //! Between the SDK's plain types (what the host and the native fallback use)
-//! and the types wasmtime's bindgen generated for the WIT contract. Facts are
-//! lent, not copied: the class strings are borrowed for the call.
+//! and the types wasmtime's bindgen generated for the WIT contract (and, in
+//! [`v0_1`], for the older version still loaded). Facts are lent, not
+//! copied: the class strings are borrowed for the call.
 
 use std::sync::Arc;
 
@@ -24,16 +25,6 @@ fn tier_from_wit(tier: wit::Tier) -> Tier {
         wit::Tier::Fast => Tier::Fast,
         wit::Tier::Regular => Tier::Regular,
         wit::Tier::KeepAlive => Tier::KeepAlive,
-    }
-}
-
-fn frame_kind_to_wit(kind: FrameKind) -> wit::FrameKind {
-    match kind {
-        FrameKind::Text => wit::FrameKind::Text,
-        FrameKind::Binary => wit::FrameKind::Binary,
-        FrameKind::Ping => wit::FrameKind::Ping,
-        FrameKind::Pong => wit::FrameKind::Pong,
-        FrameKind::Close => wit::FrameKind::Close,
     }
 }
 
@@ -65,33 +56,43 @@ pub(crate) struct WitBatch<'a> {
     tcp_last_data_recv_ms: Vec<u32>,
 }
 
+/// The `session-batch` record of the bindings module `$wit`, lending the
+/// columns of `$batch` with `$tier` as its tier column. Every contract
+/// version carries the same record, so one list of fields serves them all.
+macro_rules! lend_session_batch {
+    ($wit:ident, $batch:expr, $tier:expr) => {{
+        let batch = $batch;
+        $wit::SessionBatch {
+            classes: &batch.classes,
+            id: &batch.id,
+            class_index: &batch.class_index,
+            age_ms: &batch.age_ms,
+            idle_ms: &batch.idle_ms,
+            app_idle_ms: &batch.app_idle_ms,
+            since_pong_ms: &batch.since_pong_ms,
+            outstanding_pings: &batch.outstanding_pings,
+            oldest_ping_ms: &batch.oldest_ping_ms,
+            pong_overdue: &batch.pong_overdue,
+            last_rtt_ms: &batch.last_rtt_ms,
+            send_errors: &batch.send_errors,
+            transport_errors: &batch.transport_errors,
+            queued_bytes: &batch.queued_bytes,
+            queued_frames: &batch.queued_frames,
+            backlog_ms: &batch.backlog_ms,
+            dropped_frames: &batch.dropped_frames,
+            tier: $tier,
+            tcp_rtt_us: &batch.tcp_rtt_us,
+            tcp_rttvar_us: &batch.tcp_rttvar_us,
+            tcp_total_retransmits: &batch.tcp_total_retransmits,
+            tcp_unacked: &batch.tcp_unacked,
+            tcp_last_data_recv_ms: &batch.tcp_last_data_recv_ms,
+        }
+    }};
+}
+
 impl WitBatch<'_> {
     pub(crate) fn as_wit(&self) -> wit::SessionBatch<'_> {
-        wit::SessionBatch {
-            classes: &self.classes,
-            id: &self.id,
-            class_index: &self.class_index,
-            age_ms: &self.age_ms,
-            idle_ms: &self.idle_ms,
-            app_idle_ms: &self.app_idle_ms,
-            since_pong_ms: &self.since_pong_ms,
-            outstanding_pings: &self.outstanding_pings,
-            oldest_ping_ms: &self.oldest_ping_ms,
-            pong_overdue: &self.pong_overdue,
-            last_rtt_ms: &self.last_rtt_ms,
-            send_errors: &self.send_errors,
-            transport_errors: &self.transport_errors,
-            queued_bytes: &self.queued_bytes,
-            queued_frames: &self.queued_frames,
-            backlog_ms: &self.backlog_ms,
-            dropped_frames: &self.dropped_frames,
-            tier: &self.tier,
-            tcp_rtt_us: &self.tcp_rtt_us,
-            tcp_rttvar_us: &self.tcp_rttvar_us,
-            tcp_total_retransmits: &self.tcp_total_retransmits,
-            tcp_unacked: &self.tcp_unacked,
-            tcp_last_data_recv_ms: &self.tcp_last_data_recv_ms,
-        }
+        lend_session_batch!(wit, self, &self.tier)
     }
 }
 
@@ -152,79 +153,93 @@ pub(crate) fn facts_to_wit(sessions: &[SessionFacts]) -> WitBatch<'_> {
     }
 }
 
+/// The events as the bindings module `$wit` carries them, strings lent.
+macro_rules! lend_events {
+    ($wit:ident, $events:expr) => {{
+        let frame_kind = |kind: FrameKind| match kind {
+            FrameKind::Text => $wit::FrameKind::Text,
+            FrameKind::Binary => $wit::FrameKind::Binary,
+            FrameKind::Ping => $wit::FrameKind::Ping,
+            FrameKind::Pong => $wit::FrameKind::Pong,
+            FrameKind::Close => $wit::FrameKind::Close,
+        };
+        $events
+            .iter()
+            .map(|e| $wit::Event {
+                at_ms: e.at_ms,
+                kind: match &e.kind {
+                    EventKind::Connected {
+                        session,
+                        client_class,
+                    } => $wit::EventKind::Connected($wit::ConnectedEvent {
+                        session: *session,
+                        client_class,
+                    }),
+                    EventKind::FrameReceived {
+                        session,
+                        kind,
+                        size_bytes,
+                    } => $wit::EventKind::FrameReceived($wit::FrameEvent {
+                        session: *session,
+                        kind: frame_kind(*kind),
+                        size_bytes: *size_bytes,
+                    }),
+                    EventKind::FrameSent {
+                        session,
+                        kind,
+                        size_bytes,
+                    } => $wit::EventKind::FrameSent($wit::FrameEvent {
+                        session: *session,
+                        kind: frame_kind(*kind),
+                        size_bytes: *size_bytes,
+                    }),
+                    EventKind::PingSent { session } => $wit::EventKind::PingSent(*session),
+                    EventKind::PongReceived { session, rtt_ms } => {
+                        $wit::EventKind::PongReceived($wit::PongEvent {
+                            session: *session,
+                            rtt_ms: *rtt_ms,
+                        })
+                    }
+                    EventKind::SendFailed { session, detail } => {
+                        $wit::EventKind::SendFailed($wit::FailureEvent {
+                            session: *session,
+                            detail,
+                        })
+                    }
+                    EventKind::Backpressure {
+                        session,
+                        queued_bytes,
+                    } => $wit::EventKind::Backpressure($wit::BackpressureEvent {
+                        session: *session,
+                        queued_bytes: *queued_bytes,
+                    }),
+                    EventKind::TransportError { session, detail } => {
+                        $wit::EventKind::TransportError($wit::FailureEvent {
+                            session: *session,
+                            detail,
+                        })
+                    }
+                    EventKind::CloseReceived { session, code } => {
+                        $wit::EventKind::CloseReceived($wit::CloseEvent {
+                            session: *session,
+                            code: *code,
+                        })
+                    }
+                    EventKind::Removed { session, reason } => {
+                        $wit::EventKind::Removed($wit::RemovedEvent {
+                            session: *session,
+                            reason,
+                        })
+                    }
+                    EventKind::Tick => $wit::EventKind::Tick,
+                },
+            })
+            .collect()
+    }};
+}
+
 pub(crate) fn events_to_wit(events: &[Event]) -> Vec<wit::Event<'_>> {
-    events
-        .iter()
-        .map(|e| wit::Event {
-            at_ms: e.at_ms,
-            kind: match &e.kind {
-                EventKind::Connected {
-                    session,
-                    client_class,
-                } => wit::EventKind::Connected(wit::ConnectedEvent {
-                    session: *session,
-                    client_class,
-                }),
-                EventKind::FrameReceived {
-                    session,
-                    kind,
-                    size_bytes,
-                } => wit::EventKind::FrameReceived(wit::FrameEvent {
-                    session: *session,
-                    kind: frame_kind_to_wit(*kind),
-                    size_bytes: *size_bytes,
-                }),
-                EventKind::FrameSent {
-                    session,
-                    kind,
-                    size_bytes,
-                } => wit::EventKind::FrameSent(wit::FrameEvent {
-                    session: *session,
-                    kind: frame_kind_to_wit(*kind),
-                    size_bytes: *size_bytes,
-                }),
-                EventKind::PingSent { session } => wit::EventKind::PingSent(*session),
-                EventKind::PongReceived { session, rtt_ms } => {
-                    wit::EventKind::PongReceived(wit::PongEvent {
-                        session: *session,
-                        rtt_ms: *rtt_ms,
-                    })
-                }
-                EventKind::SendFailed { session, detail } => {
-                    wit::EventKind::SendFailed(wit::FailureEvent {
-                        session: *session,
-                        detail,
-                    })
-                }
-                EventKind::Backpressure {
-                    session,
-                    queued_bytes,
-                } => wit::EventKind::Backpressure(wit::BackpressureEvent {
-                    session: *session,
-                    queued_bytes: *queued_bytes,
-                }),
-                EventKind::TransportError { session, detail } => {
-                    wit::EventKind::TransportError(wit::FailureEvent {
-                        session: *session,
-                        detail,
-                    })
-                }
-                EventKind::CloseReceived { session, code } => {
-                    wit::EventKind::CloseReceived(wit::CloseEvent {
-                        session: *session,
-                        code: *code,
-                    })
-                }
-                EventKind::Removed { session, reason } => {
-                    wit::EventKind::Removed(wit::RemovedEvent {
-                        session: *session,
-                        reason,
-                    })
-                }
-                EventKind::Tick => wit::EventKind::Tick,
-            },
-        })
-        .collect()
+    lend_events!(wit, events)
 }
 
 /// The plugin's `verdict-batch` as one [`Verdict`] per session, each
@@ -291,6 +306,8 @@ pub(crate) fn verdicts_from_wit(
     }
     Ok(verdicts)
 }
+
+pub(crate) mod v0_1;
 
 #[cfg(test)]
 #[allow(clippy::expect_used)] // a failed expectation is the test failing

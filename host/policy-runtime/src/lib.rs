@@ -5,6 +5,8 @@
 //! keeps both rules, see ARCHITECTURE.md).
 //!
 //! - [`sandbox`]: wasmtime engine, component loading, one sandboxed instance.
+//! - `exports`: a plugin's exports, whichever contract version it was
+//!   built for (0.2.0, or 0.1.0 still loaded).
 //! - [`compile_cache`]: compiled plugins on disk, checked before use.
 //! - [`limits`]: the deadline, memory and instance caps a plugin runs under.
 //! - `watchdog`: enforces call deadlines, asleep while no call runs.
@@ -32,6 +34,7 @@ pub mod clock;
 pub mod compile_cache;
 pub mod contract;
 mod convert;
+mod exports;
 pub mod fault;
 pub mod json;
 pub mod limits;

@@ -28,20 +28,15 @@ use crate::compile_cache::{CompileCache, Compiled};
 use crate::watchdog::{CallBudget, Watchdog};
 
 use super::bindings;
-use super::bindings::{PolicyPlugin, PolicyPluginPre};
 use super::convert;
+use super::exports::{Plugin, PluginPre, CURRENT_EXPORT, V0_1_EXPORT};
 pub use super::fault::{CallFault, FaultKind};
 use super::limits::{Limiter, SandboxLimits};
 use super::output::{PluginLevel, PluginOutput};
 use vigil_policy_sdk::{Event, SessionFacts, SessionId, Verdict};
 
 /// The name of the interface a plugin must export, as the error messages say it.
-const POLICY_EXPORT: &str = "vigil:policy/policy@0.2.0";
-
-/// The `vigil:policy` package versions before this one, which the host
-/// recognizes to say that a plugin needs a rebuild (rather than that it is
-/// no policy at all).
-const OLDER_POLICY_EXPORTS: &[&str] = &["vigil:policy/policy@0.1.0"];
+const POLICY_EXPORT: &str = CURRENT_EXPORT;
 
 /// The process-wide wasmtime engine: compilation settings, epoch-based
 /// interruption and its [`Watchdog`], and the linker every plugin is
@@ -102,7 +97,16 @@ impl PolicyEngine {
 
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
+        bindings::PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        // The older contract's `log` and `types` are interfaces of their
+        // own (`@0.1.0`), linked beside the current ones.
+        bindings::v0_1::PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(
+            &mut linker,
+            |state| state,
+        )?;
 
         let watchdog = Watchdog::start(&engine)?;
 
@@ -258,16 +262,8 @@ pub enum LoadError {
         /// Wasmtime's reason.
         detail: String,
     },
-    /// It was built against an older version of the contract.
-    #[error("policy plugin {name} was built for {found}, an older contract than this Vigil's {POLICY_EXPORT}; rebuild it against wit/policy.wit (a Rust policy: with vigil-policy-sdk 0.2; see \"Upgrading from 0.1.0\" in plugins/README.md)")]
-    OlderContract {
-        /// The plugin's name.
-        name: String,
-        /// The contract it exports.
-        found: &'static str,
-    },
     /// It is a component of another world.
-    #[error("policy plugin {name} is not a Vigil policy: it does not export {POLICY_EXPORT} with the expected functions ({detail})")]
+    #[error("policy plugin {name} is not a Vigil policy: it does not export {POLICY_EXPORT} (or the older {V0_1_EXPORT}) with the expected functions ({detail})")]
     WrongWorld {
         /// The plugin's name.
         name: String,
@@ -314,17 +310,33 @@ impl WasiView for StoreState {
 }
 
 impl bindings::vigil::policy::types::Host for StoreState {}
+impl bindings::v0_1::vigil::policy::types::Host for StoreState {}
 
-impl bindings::vigil::policy::log::Host for StoreState {
-    fn log(&mut self, level: bindings::vigil::policy::log::Level, message: String) {
-        use bindings::vigil::policy::log::Level;
-        let level = match level {
+/// A `level` of either contract version's `log` interface, as the host's
+/// log names it.
+macro_rules! plugin_level {
+    ($level:expr, $($log:ident)::+) => {{
+        use $($log)::+::Level;
+        match $level {
             Level::Trace => PluginLevel::Trace,
             Level::Debug => PluginLevel::Debug,
             Level::Info => PluginLevel::Info,
             Level::Warn => PluginLevel::Warn,
             Level::Error => PluginLevel::Error,
-        };
+        }
+    }};
+}
+
+impl bindings::vigil::policy::log::Host for StoreState {
+    fn log(&mut self, level: bindings::vigil::policy::log::Level, message: String) {
+        let level = plugin_level!(level, bindings::vigil::policy::log);
+        self.output.log(level, &message);
+    }
+}
+
+impl bindings::v0_1::vigil::policy::log::Host for StoreState {
+    fn log(&mut self, level: bindings::v0_1::vigil::policy::log::Level, message: String) {
+        let level = plugin_level!(level, bindings::v0_1::vigil::policy::log);
         self.output.log(level, &message);
     }
 }
@@ -333,7 +345,7 @@ impl bindings::vigil::policy::log::Host for StoreState {
 /// instantiated and configured.
 pub struct Sandbox {
     engine: PolicyEngine,
-    pre: PolicyPluginPre<StoreState>,
+    pre: PluginPre,
     name: Arc<str>,
     origin: String,
     loaded_at: std::time::SystemTime,
@@ -356,7 +368,7 @@ pub struct Sandbox {
 
 struct LiveInstance {
     store: Store<StoreState>,
-    plugin: PolicyPlugin,
+    plugin: Plugin,
 }
 
 impl fmt::Debug for Sandbox {
@@ -405,9 +417,6 @@ impl Sandbox {
                     name: name.clone(),
                     detail: format!("{e:#}"),
                 })?;
-        if let Some(found) = older_contract(&engine.engine, &component) {
-            return Err(LoadError::OlderContract { name, found });
-        }
         let instance_pre =
             engine
                 .linker
@@ -416,10 +425,18 @@ impl Sandbox {
                     name: name.clone(),
                     detail: format!("{e:#}"),
                 })?;
-        let pre = PolicyPluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             name: name.clone(),
             detail: format!("{e:#}"),
         })?;
+        if pre.contract() != CURRENT_EXPORT {
+            tracing::warn!(
+                plugin = %name,
+                contract = pre.contract(),
+                current = CURRENT_EXPORT,
+                "policy plugin built for an older contract; it runs, but rebuild it for the current one (plugins/README.md, \"Upgrading from 0.1.0\")"
+            );
+        }
         tracing::debug!(
             plugin = %name,
             bytes = source.bytes.len(),
@@ -463,6 +480,12 @@ impl Sandbox {
     /// Hex SHA-256 of the component.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The contract interface the plugin exports: the current
+    /// `vigil:policy/policy@0.2.0`, or the older `@0.1.0`, still loaded.
+    pub fn contract(&self) -> &'static str {
+        self.pre.contract()
     }
 
     /// Where the plugin came from: a path, `embedded`, or `admin-api`.
@@ -528,9 +551,7 @@ impl Sandbox {
             Ok(plugin) => plugin,
             Err(error) => return Err(classify(&store, error)),
         };
-        let configured = plugin
-            .vigil_policy_policy()
-            .call_configure(&mut store, &self.config_json);
+        let configured = plugin.configure(&mut store, &self.config_json);
         store.data_mut().call = None;
         self.output.flush_partial_lines();
         match configured {
@@ -591,22 +612,6 @@ impl Sandbox {
     }
 }
 
-/// The older `vigil:policy` contract the component exports, if it exports
-/// one: checked before linking, because such a plugin also imports the old
-/// `log` interface, and "needs imports Vigil does not provide" would send
-/// its author looking in the wrong place.
-fn older_contract(engine: &Engine, component: &Component) -> Option<&'static str> {
-    let exported: HashSet<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    OLDER_POLICY_EXPORTS
-        .iter()
-        .find(|older| exported.contains(**older))
-        .copied()
-}
-
 /// Names what stopped a guest call. Checks the limiter first: running out of
 /// memory surfaces as a plain error, not a `Trap`.
 fn classify(store: &Store<StoreState>, error: wasmtime::Error) -> CallFault {
@@ -633,7 +638,7 @@ impl Sandbox {
     /// instance is dropped (its store may be poisoned) and the fault returned.
     fn call<R>(
         &mut self,
-        f: impl FnOnce(&mut Store<StoreState>, &PolicyPlugin) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<StoreState>, &Plugin) -> wasmtime::Result<R>,
     ) -> Result<R, CallFault> {
         let Some(live) = self.live.as_mut() else {
             return Err(CallFault {
@@ -707,18 +712,14 @@ impl Sandbox {
         let facts = convert::facts_to_wit(sessions);
         self.assess_calls += 1;
         let started = Instant::now();
-        let result = self.call(|store, plugin| {
-            plugin
-                .vigil_policy_policy()
-                .call_assess(store, now_ms, facts.as_wit())
-        });
+        let result = self.call(|store, plugin| plugin.assess(store, now_ms, &facts));
         match result {
             Ok(verdicts) => {
                 self.batch.record(sessions.len(), started.elapsed());
                 self.tell_batch_cap();
                 // The instance answered; a malformed answer breaks the
                 // contract but leaves the instance usable.
-                convert::verdicts_from_wit(verdicts).map_err(|violation| CallFault {
+                verdicts.map_err(|violation| CallFault {
                     kind: FaultKind::Contract,
                     detail: violation.to_string(),
                 })
@@ -768,8 +769,7 @@ impl Sandbox {
         if let Some(latest) = events.iter().map(|event| event.at_ms).max() {
             self.clock.set(latest);
         }
-        let events = convert::events_to_wit(events);
-        self.call(|store, plugin| plugin.vigil_policy_policy().call_on_events(store, &events))
+        self.call(|store, plugin| plugin.on_events(store, events))
     }
 
     /// Calls the plugin's `select-evictions`. A batch above the batch cap
@@ -821,13 +821,6 @@ impl Sandbox {
         excess: u32,
     ) -> Result<Vec<SessionId>, CallFault> {
         let facts = convert::facts_to_wit(sessions);
-        self.call(|store, plugin| {
-            plugin.vigil_policy_policy().call_select_evictions(
-                store,
-                now_ms,
-                facts.as_wit(),
-                excess,
-            )
-        })
+        self.call(|store, plugin| plugin.select_evictions(store, now_ms, &facts, excess))
     }
 }
