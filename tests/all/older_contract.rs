@@ -127,6 +127,12 @@ async fn an_older_plugin_evicts_a_frozen_client_in_a_live_host() -> Result<(), K
         host.session(live.session_id()).is_some(),
         "the live client stays"
     );
+    // Swapped for the current default policy and back: the reports say
+    // which contract each speaks.
+    let current = host.swap(vigil_tests::DEFAULT_POLICY, "{}").await?;
+    assert_eq!(current.plugin.contract, "vigil:policy/policy@0.2.0");
+    let older = host.swap(test_plugins::OLD_CONTRACT, "{}").await?;
+    assert_eq!(older.plugin.contract, "vigil:policy/policy@0.1.0");
     let metrics = host.metrics();
     assert!(
         metrics.sum("vigil_policy_calls_total", "", "") > 0.0,

@@ -75,15 +75,22 @@ pub async fn upload_with(
         .iter()
         .map(|(name, value)| format!("{name}={}", encode(value)))
         .collect();
-    http_bytes(
+    http_bytes_within(
         admin,
         "PUT",
         &format!("{route}?{}", query.join("&")),
         plugin,
         Some(ADMIN_TOKEN),
+        UPLOAD_WITHIN,
     )
     .await
 }
+
+/// How long an upload may take to be answered. A swap compiles the
+/// plugin first, and a SpiderMonkey or CPython component that no earlier
+/// test left in the compile cache takes about a minute to compile in a
+/// debug build on a 2-core machine.
+const UPLOAD_WITHIN: Duration = Duration::from_secs(180);
 
 /// Starts a host on a free loopback port with the given policy plugin, the
 /// way `vigil serve` does: config validation, the start-up check, the
@@ -129,13 +136,28 @@ pub async fn http(
     http_bytes(address, method, path, body.unwrap_or("").as_bytes(), token).await
 }
 
-/// [`http`] with a binary body (a plugin upload).
+/// [`http`] with a binary body.
 pub async fn http_bytes(
     address: SocketAddr,
     method: &str,
     path: &str,
     body: &[u8],
     token: Option<&str>,
+) -> HttpResponse {
+    http_bytes_within(address, method, path, body, token, ANSWER_WITHIN).await
+}
+
+/// How long any other request may take to be answered.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// [`http_bytes`], answered within `within`.
+async fn http_bytes_within(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+    within: Duration,
 ) -> HttpResponse {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -146,12 +168,16 @@ pub async fn http_bytes(
     );
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
-    raw_http(address, &request).await
+    raw_http_within(address, &request, within).await
 }
 
 /// Sends a whole raw HTTP/1.1 request (ending the connection after its
 /// answer) and reads the response to its end, within 10 s.
 pub async fn raw_http(address: SocketAddr, request: &[u8]) -> HttpResponse {
+    raw_http_within(address, request, ANSWER_WITHIN).await
+}
+
+async fn raw_http_within(address: SocketAddr, request: &[u8], within: Duration) -> HttpResponse {
     let mut stream = match TcpStream::connect(address).await {
         Ok(stream) => stream,
         Err(error) => panic!("cannot connect to {address}: {error}"),
@@ -160,10 +186,10 @@ pub async fn raw_http(address: SocketAddr, request: &[u8]) -> HttpResponse {
         panic!("cannot send request: {error}");
     }
     let mut raw = Vec::new();
-    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await {
+    match tokio::time::timeout(within, stream.read_to_end(&mut raw)).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => panic!("cannot read response: {error}"),
-        Err(_) => panic!("no response within 10 s"),
+        Err(_) => panic!("no response within {within:?}"),
     }
     HttpResponse::parse(&raw)
 }

@@ -52,6 +52,9 @@ pub struct PluginReport {
     pub sha256: String,
     /// A path, `embedded`, `admin-api`.
     pub source: String,
+    /// The contract interface it exports (`vigil:policy/policy@0.2.0`, or
+    /// the older `@0.1.0`), so an operator can see which plugins to rebuild.
+    pub contract: &'static str,
     /// Unix time in ms.
     pub loaded_at: u64,
     /// Guest calls made.
@@ -80,6 +83,7 @@ impl PluginReport {
             name: sandbox.name().to_string(),
             sha256: sandbox.sha256().to_owned(),
             source: sandbox.origin().to_owned(),
+            contract: sandbox.contract(),
             loaded_at: sandbox.loaded_at_unix_ms(),
             calls: stats.calls(),
             faults: stats.total_faults(),

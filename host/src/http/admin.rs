@@ -138,6 +138,7 @@ async fn swap(
     Ok(Json(json!({
         "name": report.plugin.name,
         "sha256": report.plugin.sha256,
+        "contract": report.plugin.contract,
         "load_ms": report.load_time.as_secs_f64() * 1e3,
         "swap_ms": report.swap_time.as_secs_f64() * 1e3,
         "dry_run_sessions": report.dry_run_sessions,
