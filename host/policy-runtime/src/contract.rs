@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use crate::fault::{CallFault, FaultKind};
 use vigil_policy_sdk::{
     is_valid_close_code, Action, SessionFacts, SessionId, Verdict, MAX_CLOSE_REASON_BYTES,
 };
@@ -82,6 +83,17 @@ pub enum ContractViolation {
     /// `select-evictions` named a session that was not offered.
     #[error("select-evictions named session {0}, which was not offered")]
     UnknownEviction(SessionId),
+}
+
+impl From<ContractViolation> for CallFault {
+    /// A broken promise is a fault of kind [`FaultKind::Contract`], told
+    /// in the violation's own words.
+    fn from(violation: ContractViolation) -> Self {
+        CallFault {
+            kind: FaultKind::Contract,
+            detail: violation.to_string(),
+        }
+    }
 }
 
 /// Checks an `assess` answer against its batch.

@@ -35,9 +35,6 @@ use super::limits::{Limiter, SandboxLimits};
 use super::output::{PluginLevel, PluginOutput};
 use vigil_policy_sdk::{Event, SessionFacts, SessionId, Verdict};
 
-/// The name of the interface a plugin must export, as the error messages say it.
-const POLICY_EXPORT: &str = CURRENT_EXPORT;
-
 /// The process-wide wasmtime engine: compilation settings, epoch-based
 /// interruption and its [`Watchdog`], and the linker every plugin is
 /// instantiated against. Cheap to clone.
@@ -241,7 +238,7 @@ pub enum LoadError {
         name: String,
     },
     /// A core module rather than a component.
-    #[error("policy plugin {name} is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or run `wasm-tools component new`) so it exports {POLICY_EXPORT}")]
+    #[error("policy plugin {name} is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or run `wasm-tools component new`) so it exports {CURRENT_EXPORT}")]
     CoreModule {
         /// The plugin's name.
         name: String,
@@ -263,7 +260,7 @@ pub enum LoadError {
         detail: String,
     },
     /// It is a component of another world.
-    #[error("policy plugin {name} is not a Vigil policy: it does not export {POLICY_EXPORT} (or the older {V0_1_EXPORT}) with the expected functions ({detail})")]
+    #[error("policy plugin {name} is not a Vigil policy: it does not export {CURRENT_EXPORT} (or the older {V0_1_EXPORT}) with the expected functions ({detail})")]
     WrongWorld {
         /// The plugin's name.
         name: String,
@@ -719,10 +716,7 @@ impl Sandbox {
                 self.tell_batch_cap();
                 // The instance answered; a malformed answer breaks the
                 // contract but leaves the instance usable.
-                verdicts.map_err(|violation| CallFault {
-                    kind: FaultKind::Contract,
-                    detail: violation.to_string(),
-                })
+                verdicts.map_err(CallFault::from)
             }
             Err(fault) => {
                 if fault.kind == FaultKind::Deadline {

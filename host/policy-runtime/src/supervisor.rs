@@ -231,10 +231,7 @@ impl Supervisor {
         self.stats.record_call();
         let verdicts = result.map_err(|fault| self.fault("assess", fault))?;
         if let Err(violation) = contract::check_verdicts(sessions, &verdicts) {
-            let fault = CallFault {
-                kind: FaultKind::Contract,
-                detail: violation.to_string(),
-            };
+            let fault = CallFault::from(violation);
             return Err(self.fault("assess", fault));
         }
         Ok(verdicts)
@@ -276,10 +273,7 @@ impl Supervisor {
             }
         };
         if let Err(violation) = contract::check_evictions(sessions, excess, &chosen) {
-            let fault = CallFault {
-                kind: FaultKind::Contract,
-                detail: violation.to_string(),
-            };
+            let fault = CallFault::from(violation);
             self.fault("select-evictions", fault);
             return None;
         }
