@@ -336,3 +336,138 @@ fn inbound_silence_evicts_only_when_configured() {
     .verdict(&frozen);
     assert_eq!(native, evicted[0], "the fallback decides the same");
 }
+
+/// A session 20 minutes old, answering pings, last application frame
+/// `app_idle_ms` ago, no ping in flight: steady, unless a test changes it.
+fn steady_session(id: u64, app_idle_ms: u64) -> vigil::sdk::SessionFacts {
+    let mut facts = vigil::sdk::SessionFacts::new(id, "default");
+    facts.age_ms = 20 * 60_000;
+    facts.app_idle_ms = app_idle_ms;
+    facts.idle_ms = 1_000;
+    facts.since_pong_ms = Some(1_000);
+    facts.last_rtt_ms = Some(3);
+    facts.tier = Tier::Regular;
+    facts
+}
+
+fn default_policy(config: &str) -> DefaultPolicy {
+    DefaultPolicy::new(match vigil_default_policy::Config::from_json(config) {
+        Ok(config) => config,
+        Err(error) => panic!("config {config} should parse: {error}"),
+    })
+}
+
+#[test]
+fn a_steady_session_is_next_assessed_when_its_verdict_can_change() {
+    let policy = default_policy("{}");
+    // Defaults: keep-alive after 120 s of application silence, the idle
+    // limit's half at 300 s, the steady cap 60 s.
+    let chatty = policy.verdict(&steady_session(1, 1_000));
+    assert_eq!(
+        (chatty.tier, &chatty.action),
+        (Tier::Regular, &Action::Keep)
+    );
+    assert_eq!(
+        chatty.reassess_in_ms, 60_000,
+        "capped by reassess_steady_ms"
+    );
+    let quiet = policy.verdict(&steady_session(2, 100_000));
+    assert_eq!(
+        quiet.reassess_in_ms, 20_000,
+        "back exactly when 120 s of silence moves it to keep-alive"
+    );
+    let mut later = steady_session(2, 120_000);
+    later.tier = Tier::Regular;
+    assert_eq!(policy.verdict(&later).tier, Tier::KeepAlive, "and it does");
+
+    let silent_limit = default_policy(r#"{"silent_evict_ms": 45000}"#);
+    let mut client_pinging = steady_session(3, 1_000);
+    client_pinging.idle_ms = 40_000;
+    assert_eq!(
+        silent_limit.verdict(&client_pinging).reassess_in_ms,
+        5_000,
+        "back when the silence limit falls due"
+    );
+    let half_idle_first =
+        default_policy(r#"{"keep_alive_after_ms": 120000, "idle_evict_ms": 200000}"#);
+    assert_eq!(
+        half_idle_first
+            .verdict(&steady_session(4, 90_000))
+            .reassess_in_ms,
+        10_000,
+        "back at half the idle limit, where silence starts to cost health"
+    );
+}
+
+#[test]
+fn a_session_that_may_change_unreported_stays_on_its_tiers_interval() {
+    let policy = default_policy("{}");
+    let mut in_flight = steady_session(1, 1_000);
+    in_flight.outstanding_pings = 1;
+    in_flight.oldest_ping_ms = Some(10);
+    let mut backlog = steady_session(2, 1_000);
+    backlog.backlog_ms = 1_000;
+    backlog.queued_bytes = 300_000;
+    let mut slow = steady_session(3, 1_000);
+    slow.last_rtt_ms = Some(1_500);
+    let half_idle_penalised =
+        default_policy(r#"{"keep_alive_after_ms": 120000, "idle_evict_ms": 200000}"#);
+    let mut young = steady_session(4, 1_000);
+    young.age_ms = 2_000;
+    for (facts, why) in [
+        (
+            &in_flight,
+            "a ping in flight: its second could go unanswered unreported",
+        ),
+        (&backlog, "a backlog grows by the millisecond"),
+    ] {
+        let verdict = policy.verdict(facts);
+        assert_eq!(verdict.tier, Tier::Regular, "{why}");
+        assert_eq!(verdict.reassess_in_ms, 5_000, "{why}");
+    }
+    let slow_verdict = policy.verdict(&slow);
+    assert_eq!(
+        (slow_verdict.tier, slow_verdict.reassess_in_ms),
+        (Tier::Regular, 60_000),
+        "a slow round trip is steady too: the next one is a heartbeat's answer"
+    );
+    assert_eq!(
+        half_idle_penalised
+            .verdict(&steady_session(5, 110_000))
+            .reassess_in_ms,
+        5_000,
+        "silence already costs health, and a frame would lift it unreported"
+    );
+    assert_eq!(policy.verdict(&young).reassess_in_ms, 1_000, "fast tier");
+    let mut keep_alive = steady_session(6, 200_000);
+    keep_alive.tier = Tier::KeepAlive;
+    assert_eq!(
+        policy.verdict(&keep_alive).reassess_in_ms,
+        30_000,
+        "a frame moves a keep-alive session back to regular, unreported"
+    );
+    let off = default_policy(r#"{"reassess_steady_ms": 0}"#);
+    assert_eq!(off.verdict(&steady_session(7, 1_000)).reassess_in_ms, 5_000);
+}
+
+#[test]
+fn steady_sessions_get_the_same_reassessment_through_wasm() {
+    let sessions = [
+        steady_session(1, 1_000),
+        steady_session(2, 100_000),
+        steady_session(3, 119_999),
+    ];
+    let through_wasm = verdicts_through_wasm("{}", &sessions);
+    let native: Vec<Verdict> = sessions
+        .iter()
+        .map(|facts| default_policy("{}").verdict(facts))
+        .collect();
+    assert_eq!(through_wasm, native);
+    assert_eq!(
+        through_wasm
+            .iter()
+            .map(|verdict| verdict.reassess_in_ms)
+            .collect::<Vec<_>>(),
+        [60_000, 20_000, 1]
+    );
+}

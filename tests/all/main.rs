@@ -11,6 +11,7 @@ mod example_policies;
 mod frame_events;
 mod fuzz;
 mod gateway;
+mod heartbeat_news;
 mod hostile_plugins;
 mod hot_swap;
 mod idle;

@@ -51,10 +51,20 @@ pub struct Settings {
     pub slow_rtt_ms: u32,
     /// Re-assess `fast` sessions at least this often. Default 1 000 ms.
     pub reassess_fast_ms: u32,
-    /// Re-assess `regular` sessions at least this often. Default 5 000 ms.
+    /// Re-assess `regular` sessions at least this often, while they are not
+    /// steady (see `reassess_steady_ms`). Default 5 000 ms.
     pub reassess_regular_ms: u32,
     /// Re-assess `keep-alive` sessions at least this often. Default 30 000 ms.
     pub reassess_keep_alive_ms: u32,
+    /// The longest a steady session waits for its next assessment: a
+    /// `regular` session kept with no ping in flight, no backlog and no
+    /// silence penalty, whose verdict can change only with the clock (the
+    /// policy comes back exactly when a threshold falls due) or with what
+    /// the host reports anyway (each heartbeat's answer, an overdue pong,
+    /// backpressure). Used instead of `reassess_regular_ms` for such
+    /// sessions; 0 turns this off (every session on its tier's interval).
+    /// Default 60 000 ms.
+    pub reassess_steady_ms: u32,
 }
 
 impl Default for Settings {
@@ -74,6 +84,7 @@ impl Default for Settings {
             reassess_fast_ms: 1_000,
             reassess_regular_ms: 5_000,
             reassess_keep_alive_ms: 30_000,
+            reassess_steady_ms: 60_000,
         }
     }
 }

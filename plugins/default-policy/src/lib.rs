@@ -15,12 +15,15 @@
 //! in `regular`. A session is evicted for an overdue pong, repeated send
 //! failures, a backlog that lasts or overflows, or (in `keep-alive`, when
 //! configured) application silence past the idle limit, or (when configured)
-//! inbound silence of any kind. Client classes can take a built-in preset
+//! inbound silence of any kind. A steady `regular` session is looked at
+//! again when its verdict can next change, not on a fixed interval (see
+//! `reassess`). Client classes can take a built-in preset
 //! (`onebot` does by default; see [`config::PRESETS`]). Under capacity
 //! pressure the least healthy sessions go first.
 
 mod config;
 mod history;
+mod reassess;
 mod scoring;
 
 pub use config::{ClassOverrides, Config, ConfigError, Settings, PRESETS};
@@ -110,8 +113,8 @@ impl DefaultPolicy {
             session: facts.id,
             health,
             tier,
+            reassess_in_ms: reassess::reassess_in_ms(settings, facts, tier, &action),
             action,
-            reassess_in_ms: settings.reassess_ms(tier),
         }
     }
 }

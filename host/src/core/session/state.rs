@@ -40,6 +40,9 @@ struct PingInFlight {
     /// round trip, which is the client's and the network's, not the host's
     /// scheduling.
     send_delay_us: u32,
+    /// The tier's heartbeat (the tick's schedule), not a probe the policy
+    /// asked for: its answer is news for the policy.
+    heartbeat: bool,
 }
 
 /// What the tick's probe request turns into for a session.
@@ -94,6 +97,11 @@ pub(crate) struct SessionState {
     /// starts here, not when the task gets to send it, so a pong deadline
     /// falls on a tick and an overdue pong is seen at that tick, not one later.
     ping_requested: Option<Instant>,
+    /// The pending probe request is (or includes) the tier's heartbeat.
+    heartbeat_requested: bool,
+    /// A silent heartbeat probe was taken: the kernel facts read for it are
+    /// its answer, news for the policy.
+    silent_heartbeat_taken: bool,
     close: Option<CloseRequest>,
     tcp: Option<TcpFacts>,
     /// When `tcp` was last read from the kernel.
@@ -123,6 +131,8 @@ impl SessionState {
             significant: false,
             overdue_reported: false,
             ping_requested: None,
+            heartbeat_requested: false,
+            silent_heartbeat_taken: false,
             close: None,
             tcp: None,
             tcp_read_at: None,
@@ -188,6 +198,7 @@ impl SessionState {
         }
         if now >= self.next_ping_at {
             self.ping_requested = Some(now);
+            self.heartbeat_requested = true;
             self.next_ping_at = now + timing.ping_interval();
             visit.wake = true;
         }
@@ -225,6 +236,9 @@ impl SessionState {
         self.health = verdict.health;
         self.reassess_at = now + Duration::from_millis(u64::from(verdict.reassess_in_ms)).max(tick);
         if verdict.action == Action::Ping && self.pings.is_empty() {
+            // A heartbeat already pending stays one: the policy's probe
+            // merges into it.
+            self.heartbeat_requested &= self.ping_requested.is_some();
             self.ping_requested = Some(now);
         }
     }
@@ -292,7 +306,9 @@ impl SessionState {
             return None;
         }
         let requested = self.ping_requested.take()?;
+        let heartbeat = std::mem::take(&mut self.heartbeat_requested);
         if !sends_pings {
+            self.silent_heartbeat_taken = heartbeat;
             return Some(Probe::Silent);
         }
         let sequence = next_sequence();
@@ -301,6 +317,7 @@ impl SessionState {
             sequence,
             requested,
             send_delay_us: send_delay.as_micros().min(u128::from(u32::MAX)) as u32,
+            heartbeat,
         });
         while self.pings.len() > MAX_OUTSTANDING_PINGS {
             self.pings.pop_front();
@@ -334,10 +351,15 @@ impl SessionState {
         late || troubled || self.has_outbound() || now.saturating_duration_since(read_at) >= max_age
     }
 
-    /// The kernel's view of the socket, read at `now`.
+    /// The kernel's view of the socket, read at `now`. Read for a silent
+    /// heartbeat probe, it is that heartbeat's answer: news for the policy
+    /// (see [`SessionState::record_pong`]).
     pub(crate) fn set_tcp(&mut self, tcp: Option<TcpFacts>, now: Instant) {
         self.tcp = tcp;
         self.tcp_read_at = Some(now);
+        if std::mem::take(&mut self.silent_heartbeat_taken) {
+            self.significant = true;
+        }
     }
 
     /// Any inbound frame: the client is there; `application` for data frames.
@@ -350,6 +372,15 @@ impl SessionState {
 
     /// A pong; matched to its ping (and every earlier one) when its payload
     /// is one of ours, otherwise `None` (activity, nothing to match).
+    ///
+    /// The answer to a heartbeat ping is news for the policy: the session is
+    /// assessed at the next tick, with the round trip it just measured. So a
+    /// policy may wait for its sessions' heartbeats instead of polling them
+    /// between pings (the default policy does, for steady sessions), and
+    /// still see each answer within a tick. The answer to a probe the policy
+    /// asked for is not: the policy chose when to look again, and a
+    /// policy that probes unhealthy sessions would otherwise probe them
+    /// every tick.
     pub(crate) fn record_pong(&mut self, payload: &[u8], now: Instant) -> Option<Pong> {
         let bytes = <[u8; 8]>::try_from(payload).ok()?;
         let sequence = u64::from_be_bytes(bytes);
@@ -359,7 +390,13 @@ impl SessionState {
             .position(|ping| ping.sequence == sequence)?;
         let ping = self.pings[position];
         let sent = ping.requested + Duration::from_micros(u64::from(ping.send_delay_us));
-        self.pings.drain(..=position);
+        if self
+            .pings
+            .drain(..=position)
+            .any(|answered| answered.heartbeat)
+        {
+            self.significant = true;
+        }
         let rtt = now.saturating_duration_since(sent);
         let rtt_ms = rtt.as_millis().min(u128::from(u32::MAX - 1)) as u32;
         self.last_rtt_ms = Some(rtt_ms);
@@ -485,6 +522,87 @@ mod tests {
         let outcome = state.offer(Message::Text("abc".into()), 3, 1, 10, now);
         assert_eq!(outcome, Enqueued::CrossedSoftMark(3));
         assert_eq!(state.next_due(TIMING.pong_timeout()), None);
+    }
+
+    #[test]
+    fn a_heartbeats_answer_is_news_for_the_policy_and_a_policy_probes_is_not() {
+        let start = Instant::now();
+        let tick = Duration::from_millis(100);
+        let tiers = TiersConfig::default();
+        let mut state = SessionState::new(start, Duration::from_millis(1_000));
+        assert!(state.visit(start, TIMING, tick).assess);
+        let steady = Verdict {
+            session: 1,
+            health: 100,
+            tier: Tier::Fast,
+            action: Action::Keep,
+            reassess_in_ms: 60_000,
+        };
+        state.apply(&steady, start, tick, &tiers, start);
+        assert!(state.next_due(TIMING.pong_timeout()).is_some());
+
+        // The tier's heartbeat: its pong makes the session due at once.
+        let ping_at = start + Duration::from_millis(1_000);
+        assert!(state.visit(ping_at, TIMING, tick).wake);
+        assert_eq!(state.take_probe(true, ping_at, || 7), Some(Probe::Ping(7)));
+        assert!(
+            state.next_due(TIMING.pong_timeout()).is_some(),
+            "sent, not answered"
+        );
+        let answered = ping_at + Duration::from_millis(3);
+        assert!(state.record_pong(&7u64.to_be_bytes(), answered).is_some());
+        assert_eq!(
+            state.next_due(TIMING.pong_timeout()),
+            None,
+            "the answer is news"
+        );
+        assert!(state.visit(answered + tick, TIMING, tick).assess);
+        state.apply(&steady, answered + tick, tick, &tiers, start);
+
+        // A probe the policy asked for: its answer waits for the verdict's time.
+        let probe = Verdict {
+            action: Action::Ping,
+            ..steady.clone()
+        };
+        let asked = answered + 2 * tick;
+        state.apply(&probe, asked, tick, &tiers, start);
+        assert_eq!(state.take_probe(true, asked, || 8), Some(Probe::Ping(8)));
+        assert!(state.record_pong(&8u64.to_be_bytes(), asked).is_some());
+        assert!(
+            state.next_due(TIMING.pong_timeout()).is_some(),
+            "the policy chose when to look again"
+        );
+
+        // A policy's probe merged into a pending heartbeat is still the heartbeat.
+        let next_beat = ping_at + TIMING.ping_interval();
+        assert!(state.visit(next_beat, TIMING, tick).wake);
+        state.apply(&probe, next_beat, tick, &tiers, start);
+        assert_eq!(
+            state.take_probe(true, next_beat, || 9),
+            Some(Probe::Ping(9))
+        );
+        assert!(state.record_pong(&9u64.to_be_bytes(), next_beat).is_some());
+        assert_eq!(state.next_due(TIMING.pong_timeout()), None);
+    }
+
+    #[test]
+    fn a_silent_heartbeats_kernel_facts_are_its_answer() {
+        let start = Instant::now();
+        let tick = Duration::from_millis(100);
+        let mut state = SessionState::new(start, Duration::from_millis(1_000));
+        state.visit(start, TIMING, tick);
+        let beat = start + Duration::from_millis(1_000);
+        assert!(state.visit(beat, TIMING, tick).wake);
+        assert!(state.next_due(TIMING.pong_timeout()).is_some());
+        assert_eq!(state.take_probe(false, beat, || 1), Some(Probe::Silent));
+        state.set_tcp(healthy_tcp(), beat);
+        assert_eq!(state.next_due(TIMING.pong_timeout()), None, "news");
+        state.visit(beat + tick, TIMING, tick);
+        state.set_tcp(healthy_tcp(), beat + tick);
+        assert!(
+            state.next_due(TIMING.pong_timeout()).is_some(),
+            "a reading with no heartbeat behind it is not"
+        );
     }
 
     fn healthy_tcp() -> Option<TcpFacts> {

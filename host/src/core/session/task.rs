@@ -224,7 +224,10 @@ async fn run(
             // something (for a session without pings it is the probe).
             if read_tcp {
                 let tcp = crate::core::tcp::tcp_info(fd);
-                session.lock().set_tcp(tcp, now);
+                // Through the registry: for a silent heartbeat the reading
+                // is its answer, which brings the session's assessment forward.
+                hub.registry
+                    .update(&session, |state| state.set_tcp(tcp, now));
             }
             if let Probe::Ping(sequence) = probe {
                 control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
@@ -328,11 +331,12 @@ fn on_inbound(
         }
         Message::Ping(_) => session.lock().record_inbound(now, false),
         Message::Pong(payload) => {
-            let pong = {
-                let mut state = session.lock();
+            // Through the registry: a heartbeat's answer brings the
+            // session's assessment forward (`SessionState::record_pong`).
+            let pong = hub.registry.update(session, |state| {
                 state.record_inbound(now, false);
                 state.record_pong(&payload, now)
-            };
+            });
             if let Some(pong) = pong {
                 hub.metrics.pongs_received.inc();
                 hub.metrics.rtt_seconds.observe(pong.rtt.as_secs_f64());
