@@ -376,8 +376,7 @@ fn a_steady_session_is_next_assessed_when_its_verdict_can_change() {
         quiet.reassess_in_ms, 20_000,
         "back exactly when 120 s of silence moves it to keep-alive"
     );
-    let mut later = steady_session(2, 120_000);
-    later.tier = Tier::Regular;
+    let later = steady_session(2, 120_000);
     assert_eq!(policy.verdict(&later).tier, Tier::KeepAlive, "and it does");
 
     let silent_limit = default_policy(r#"{"silent_evict_ms": 45000}"#);

@@ -20,6 +20,7 @@
 use vigil_policy_sdk::{Action, SessionFacts, Tier};
 
 use crate::config::Settings;
+use crate::scoring;
 
 /// How long the host may wait before assessing the session again, ms, for
 /// the verdict (`tier`, `action`) just given from `facts`.
@@ -57,8 +58,8 @@ fn steady_for_ms(
     if !quiet {
         return None;
     }
-    let half_idle_limit = (settings.idle_evict_ms > 0).then_some(settings.idle_evict_ms / 2);
-    if half_idle_limit.is_some_and(|half| facts.app_idle_ms >= half) {
+    let near_idle_limit = scoring::near_idle_limit_ms(settings);
+    if near_idle_limit.is_some_and(|near| facts.app_idle_ms >= near) {
         // Penalised for silence: a frame from the client lifts it, and
         // frames are not news.
         return None;
@@ -66,8 +67,8 @@ fn steady_for_ms(
     let mut steady = settings
         .keep_alive_after_ms
         .saturating_sub(facts.app_idle_ms);
-    if let Some(half) = half_idle_limit {
-        steady = steady.min(half - facts.app_idle_ms);
+    if let Some(near) = near_idle_limit {
+        steady = steady.min(near - facts.app_idle_ms);
     }
     if settings.silent_evict_ms > 0 {
         steady = steady.min(settings.silent_evict_ms.saturating_sub(facts.idle_ms));

@@ -103,13 +103,21 @@ pub(crate) fn health(
     }
 
     // Application activity.
-    if settings.idle_evict_ms > 0 && facts.app_idle_ms >= settings.idle_evict_ms / 2 {
+    if near_idle_limit_ms(settings).is_some_and(|near| facts.app_idle_ms >= near) {
         lost += penalty::APP_SILENCE_NEAR_IDLE_LIMIT;
     } else if facts.app_idle_ms >= settings.keep_alive_after_ms {
         lost += penalty::APP_SILENCE;
     }
 
     100u32.saturating_sub(lost) as u8
+}
+
+/// Application silence from which a session is near its idle limit and
+/// loses more health (half the limit); `None` when there is no limit. The
+/// health score and the steady session's next assessment
+/// ([`crate::reassess`]) both turn on it.
+pub(crate) fn near_idle_limit_ms(settings: &Settings) -> Option<u64> {
+    (settings.idle_evict_ms > 0).then_some(settings.idle_evict_ms / 2)
 }
 
 /// The tier a session should be watched in.
