@@ -4,10 +4,8 @@
 # when run as root; otherwise says exactly what to install. Prints the path.
 set -euo pipefail
 
-# Test binaries run this script in parallel (the cluster and the dashboard
-# tests on a fresh machine): wait for another install's dpkg and apt lists
-# locks instead of failing at once.
-apt_wait="-o DPkg::Lock::Timeout=600"
+# shellcheck source=scripts/apt-install.sh
+. "$(dirname "$0")/apt-install.sh"
 
 if command -v redis-server >/dev/null 2>&1; then
     command -v redis-server
@@ -15,8 +13,7 @@ if command -v redis-server >/dev/null 2>&1; then
 fi
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing redis-server with apt-get (needed by the cluster tests)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get $apt_wait install -y -q redis-server >&2 \
-        || { apt-get $apt_wait update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get $apt_wait install -y -q redis-server >&2; }
+    apt_install redis-server
     # The package starts a system instance; the tests run their own.
     if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
     command -v redis-server
