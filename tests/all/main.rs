@@ -7,6 +7,7 @@ mod config;
 mod dashboard;
 mod default_policy;
 mod determinism;
+mod direct_pings;
 mod example_policies;
 mod frame_events;
 mod fuzz;

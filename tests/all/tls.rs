@@ -123,19 +123,30 @@ async fn next_text(socket: &mut Wss) -> Option<String> {
     .flatten()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wss_works_and_a_certificate_reload_keeps_open_sessions() {
+/// A host serving TLS with a fresh self-signed certificate: the directory
+/// holding its files, the certificate, and the running host.
+async fn start_tls_host() -> (
+    tempfile::TempDir,
+    CertificateDer<'static>,
+    vigil::RunningServer,
+) {
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(error) => panic!("{error}"),
     };
-    let first = write_certificate(dir.path());
+    let certificate = write_certificate(dir.path());
     let mut config = fast_config();
     config.server.tls = Some(TlsConfig {
         cert: dir.path().join("cert.pem"),
         key: dir.path().join("key.pem"),
     });
     let server = start_host(config, DEFAULT_POLICY, "{}").await;
+    (dir, certificate, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_works_and_a_certificate_reload_keeps_open_sessions() {
+    let (dir, first, server) = start_tls_host().await;
     let address = server.address;
 
     let (mut old_session, presented) = match connect_wss(address, &first).await {
@@ -262,4 +273,34 @@ async fn a_bad_certificate_file_stops_start_up_with_a_clear_error() {
         Err(error) => format!("{error:#}"),
     };
     assert!(error.contains("cert.pem"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_heartbeats_go_through_the_session_task_and_are_answered() {
+    // Under TLS the socket carries records, not frames: the tick must never
+    // write a ping to it itself (`core::write_gate`).
+    let (_dir, trusted, server) = start_tls_host().await;
+    let address = server.address;
+    let (mut session, _) = match connect_wss(address, &trusted).await {
+        Ok(connected) => connected,
+        Err(why) => panic!("wss:// failed: {why}"),
+    };
+    // Pings every second: read for three and a half, answering them.
+    let reading = tokio::time::timeout(Duration::from_millis(3_500), async {
+        while let Some(message) = session.next().await {
+            if let Err(error) = message {
+                return Err(error.to_string());
+            }
+        }
+        Err::<(), String>("the server closed the session".to_owned())
+    })
+    .await;
+    assert!(reading.is_err(), "the session broke: {reading:?}");
+    let (status, metrics) = https(address, &trusted, "GET", "/metrics", "").await;
+    assert_eq!(status, 200, "{metrics}");
+    let pongs = crate::support::metric(&metrics, "vigil_pongs_received_total");
+    let by_tick = crate::support::metric(&metrics, "vigil_pings_sent_by_tick_total");
+    assert!(pongs >= 2.0, "{pongs} pongs in 3.5 s of pings every second");
+    assert_eq!(by_tick, 0.0, "the tick wrote pings into a TLS stream");
+    shut_down(server).await;
 }

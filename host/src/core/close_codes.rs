@@ -14,3 +14,6 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// The client's token expired (`[auth] close_on_expiry`). In the private
 /// range, after HTTP's 401.
 pub const TOKEN_EXPIRED: u16 = 4401;
+/// The host broke the connection's stream itself (a frame it could only
+/// write in part).
+pub const INTERNAL_ERROR: u16 = 1011;

@@ -19,6 +19,7 @@ use crate::core::hub::{Hub, PublishReport, Target};
 use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::observer::SessionObserver;
+use crate::core::registry::Refused;
 use crate::core::removals::RecentRemovals;
 use crate::core::session::queue::Enqueued;
 use crate::core::session::{task, Admitted, Endpoint, Session};
@@ -334,14 +335,16 @@ impl SessionHost {
                 if let Some(greeting) = spec.greeting {
                     hub.deliver(&session, greeting);
                 }
-                if !hub.admit(Arc::clone(&session)) {
-                    // A proven holder came in between the check and now.
-                    task::refuse(
-                        socket,
-                        close_codes::POLICY_VIOLATION,
-                        "identity held by a session that proved it",
-                    )
-                    .await;
+                if let Err(refused) = hub.admit(Arc::clone(&session)) {
+                    let (code, reason) = match refused {
+                        // A proven holder came in between the check and now.
+                        Refused::IdentityTaken => (
+                            close_codes::POLICY_VIOLATION,
+                            "identity held by a session that proved it",
+                        ),
+                        Refused::Full(_) => (close_codes::CAPACITY, "no room for more sessions"),
+                    };
+                    task::refuse(socket, code, reason).await;
                     return;
                 }
                 if hub.is_shutting_down() {

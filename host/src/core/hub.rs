@@ -3,21 +3,22 @@
 //! that span sessions: admitting, evicting, publishing, shutting down.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use vigil_policy_runtime::recorder::Recording;
 use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, SessionFacts, SessionId};
 
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
+use crate::core::event_buffer::{Added, EventBuffer};
 use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::observer::{OpenedSession, SessionObserver};
-use crate::core::registry::Registry;
+use crate::core::registry::{Refused, Registry};
 use crate::core::removals::{RecentRemovals, Removal};
 use crate::core::session::queue::{message_len, Enqueued};
 use crate::core::session::state::CloseRequest;
@@ -57,9 +58,7 @@ pub(crate) struct Hub {
     /// The last removals, whole, for operators.
     pub(crate) removals: RecentRemovals,
     started: Instant,
-    events: mpsc::Sender<Event>,
-    event_inbox: Mutex<Option<mpsc::Receiver<Event>>>,
-    events_dropped: AtomicU64,
+    events: EventBuffer,
     ping_sequence: AtomicU64,
     app_frames: AtomicU64,
     live_tasks: AtomicUsize,
@@ -117,7 +116,6 @@ impl Hub {
         policy: PolicyHandle,
         metrics: Metrics,
     ) -> Arc<Self> {
-        let (events, inbox) = mpsc::channel(EVENT_BUFFER);
         Arc::new(Hub {
             registry: Registry::new(config.tiers),
             inbound: InboundBudget::new(config.server.inbound_budget_bytes),
@@ -129,9 +127,7 @@ impl Hub {
             engine,
             metrics,
             started: Instant::now(),
-            events,
-            event_inbox: Mutex::new(Some(inbox)),
-            events_dropped: AtomicU64::new(0),
+            events: EventBuffer::new(EVENT_BUFFER),
             ping_sequence: AtomicU64::new(0),
             app_frames: AtomicU64::new(0),
             live_tasks: AtomicUsize::new(0),
@@ -148,25 +144,30 @@ impl Hub {
 
     /// Records an event for the policy; dropped if the buffer is full.
     pub(crate) fn event(&self, kind: EventKind) {
+        self.event_at(kind, Instant::now());
+    }
+
+    /// [`Hub::event`] for something that happened at `at`, a time the
+    /// caller already read (the hot paths read the clock once).
+    pub(crate) fn event_at(&self, kind: EventKind, at: Instant) {
         let event = Event {
-            at_ms: self.now_ms(Instant::now()),
+            at_ms: self.now_ms(at),
             kind,
         };
-        if self.events.try_send(event).is_err() {
-            self.events_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        // A sleeping tick hands events over before the buffer fills.
-        if self.events.capacity() < EVENT_BUFFER / 4 {
-            self.registry.schedule().wake_tick();
+        match self.events.add(event) {
+            // A sleeping tick hands events over before the buffer fills.
+            Added::Buffered { nearly_full: true } => self.registry.schedule().wake_tick(),
+            Added::Buffered { nearly_full: false } => {}
+            Added::Dropped => {
+                self.metrics.policy_events_dropped.inc();
+            }
         }
     }
 
-    /// The receiving end of the event buffer, for the tick (taken once).
-    pub(crate) fn take_event_inbox(&self) -> Option<mpsc::Receiver<Event>> {
-        self.event_inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+    /// The events since the last call, oldest first, for the tick to hand
+    /// to the policy.
+    pub(crate) fn take_events(&self) -> Vec<Event> {
+        self.events.take()
     }
 
     pub(crate) fn next_ping_sequence(&self) -> u64 {
@@ -188,12 +189,16 @@ impl Hub {
     }
 
     /// Registers a new session; evicts the twin it supersedes, if any.
-    /// False when it claims, unproven, an identity another session proved:
-    /// then it is not registered, and the caller closes it.
-    pub(crate) fn admit(&self, session: Arc<Session>) -> bool {
-        let Ok(twin) = self.registry.insert(Arc::clone(&session)) else {
-            tracing::warn!(session_id = session.id, peer = %session.peer, identity = ?session.identity, "unproven claim to a proven identity refused");
-            return false;
+    /// When the registry refuses it (an unproven claim to an identity
+    /// another session proved, or a full schedule) it is not registered,
+    /// and the caller closes it.
+    pub(crate) fn admit(&self, session: Arc<Session>) -> Result<(), Refused> {
+        let twin = match self.registry.insert(Arc::clone(&session)) {
+            Ok(twin) => twin,
+            Err(refused) => {
+                tracing::warn!(session_id = session.id, peer = %session.peer, identity = ?session.identity, %refused, "session refused");
+                return Err(refused);
+            }
         };
         self.live_tasks.fetch_add(1, Ordering::SeqCst);
         self.metrics.sessions_opened.inc();
@@ -214,7 +219,7 @@ impl Hub {
                 identity_proven: session.identity_proven,
             });
         }
-        true
+        Ok(())
     }
 
     /// Removes a session and asks its task to close it with `code`. Counted

@@ -10,9 +10,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::core::write_gate::WriteGate;
 
 /// Held bytes below which a connection is never paused: one read buffer or
 /// a small message in flight is normal traffic, not a hoard.
@@ -68,10 +70,17 @@ impl InboundBudget {
 }
 
 /// One connection's share of the budget.
+///
+/// Also the one object a connection's stream and its session share, so it
+/// carries the connection's [`WriteGate`] too: the stream keeps it, the tick
+/// writes through it. It sits in what was this struct's padding (a test
+/// checks the size), so it costs no memory per session.
 #[derive(Debug)]
 pub struct InboundMeter {
     budget: Arc<InboundBudget>,
     held: AtomicUsize,
+    /// Who may write to the connection's socket (see [`crate::core::write_gate`]).
+    pub(crate) gate: WriteGate,
     /// Counting starts once the connection is a session: before that its
     /// bytes are an HTTP request, bounded by the handshake.
     active: AtomicBool,
@@ -85,6 +94,7 @@ impl InboundMeter {
         Arc::new(InboundMeter {
             budget: Arc::clone(budget),
             held: AtomicUsize::new(0),
+            gate: WriteGate::new(),
             active: AtomicBool::new(false),
             forfeited: AtomicBool::new(false),
         })
@@ -124,7 +134,9 @@ impl InboundMeter {
     /// Whether this connection must wait: the budget is exceeded and it
     /// holds more than normal traffic does.
     fn must_pause(&self) -> bool {
-        self.budget.exceeded() && self.held() >= PAUSE_FLOOR_BYTES
+        // Its own count first: the budget's is written by every read of
+        // every connection, and most connections hold nothing.
+        self.held() >= PAUSE_FLOOR_BYTES && self.budget.exceeded()
     }
 }
 
@@ -161,6 +173,14 @@ impl<S> MeteredStream<S> {
             meter,
             _guard: guard,
         }
+    }
+}
+
+impl<S> Drop for MeteredStream<S> {
+    fn drop(&mut self) {
+        // Before `inner` closes the descriptor: the tick must not write to
+        // it, or to whatever reuses its number.
+        self.meter.gate.close();
     }
 }
 
@@ -202,14 +222,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // From the first byte of a frame until the flush that ends the
+        // write, the tick keeps out (a frame may be half on the wire).
+        self.meter.gate.stream_writes();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        // The WebSocket stack flushes its stream only once it has written
+        // out everything it buffered: a frame boundary.
+        let flushed = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        if flushed.is_ok() {
+            self.meter.gate.stream_flushed();
+        }
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.meter.gate.close();
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -218,6 +248,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.meter.gate.stream_writes();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -229,6 +260,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_write_gate_fits_in_the_meters_padding() {
+        // 24 bytes, behind the `Arc`'s two counts: 40, the allocator's
+        // 48-byte class. One byte more and every session pays 16.
+        assert!(
+            std::mem::size_of::<InboundMeter>() <= 24,
+            "InboundMeter grew to {} bytes",
+            std::mem::size_of::<InboundMeter>()
+        );
+    }
 
     #[test]
     fn held_bytes_are_released_on_a_complete_message_and_on_drop() {
@@ -246,5 +288,65 @@ mod tests {
         meter.read(30);
         drop(meter);
         assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_stream_keeps_the_tick_out_from_a_write_until_its_flush_and_after_it_drops() {
+        use crate::core::write_gate::DirectPing;
+        use std::os::fd::AsRawFd;
+        use tokio::io::AsyncWriteExt;
+
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(error) => panic!("no loopback listener: {error}"),
+        };
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(address), listener.accept());
+        let _client = client.unwrap_or_else(|error| panic!("{error}"));
+        let (accepted, _) = accepted.unwrap_or_else(|error| panic!("{error}"));
+        let fd = accepted.as_raw_fd();
+        let socket =
+            crate::core::tcp_io::TcpIo::new(accepted).unwrap_or_else(|error| panic!("{error}"));
+        let meter = InboundMeter::new(&InboundBudget::new(1 << 20));
+        meter.gate.open(fd);
+        let mut stream = MeteredStream::new(socket, Arc::clone(&meter), None);
+
+        assert_eq!(
+            meter.gate.try_ping(b"a"),
+            DirectPing::Sent,
+            "an idle stream kept the tick out"
+        );
+        stream
+            .write_all(b"half a frame")
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            meter.gate.try_ping(b"b"),
+            DirectPing::NotNow,
+            "the tick wrote into an unflushed write"
+        );
+        stream
+            .flush()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        // The kernel may still hold the bytes until the peer acknowledges them.
+        let mut sent = meter.gate.try_ping(b"c");
+        for _ in 0..100 {
+            if sent == DirectPing::Sent {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            sent = meter.gate.try_ping(b"c");
+        }
+        assert_eq!(sent, DirectPing::Sent, "a flushed stream kept the tick out");
+        drop(stream);
+        assert_eq!(
+            meter.gate.try_ping(b"d"),
+            DirectPing::NotNow,
+            "the tick wrote to a dropped stream's socket"
+        );
     }
 }

@@ -58,12 +58,18 @@ pub struct Metrics {
     pub policy_calls: Counter,
     /// Batches answered by the fallback because the plugin faulted.
     pub policy_faults: Counter,
+    /// Events dropped because the policy fell behind (the buffer between
+    /// ticks was full).
+    pub policy_events_dropped: Counter,
     /// Time per `assess` batch, seconds.
     pub policy_call_seconds: Histogram,
     /// Sessions per `assess` batch.
     pub policy_batch_sessions: Histogram,
     /// Pings sent.
     pub pings_sent: Counter,
+    /// Of those, heartbeats the tick wrote to the socket itself, without
+    /// waking the session's task (`core::write_gate`).
+    pub pings_sent_by_tick: Counter,
     /// Pongs received in answer.
     pub pongs_received: Counter,
     /// Ping/pong round trips, seconds.
@@ -108,11 +114,13 @@ impl Metrics {
             messages_queued: Counter::default(),
             policy_calls: Counter::default(),
             policy_faults: Counter::default(),
+            policy_events_dropped: Counter::default(),
             policy_call_seconds: Histogram::new([
                 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1,
             ]),
             policy_batch_sessions: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]),
             pings_sent: Counter::default(),
+            pings_sent_by_tick: Counter::default(),
             pongs_received: Counter::default(),
             rtt_seconds: Histogram::new([1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0]),
             suspect_session_growth: Gauge::default(),
@@ -168,6 +176,11 @@ impl Metrics {
             metrics.policy_faults.clone(),
         );
         registry.register(
+            "vigil_policy_events_dropped",
+            "Events the policy never saw: the buffer between ticks was full",
+            metrics.policy_events_dropped.clone(),
+        );
+        registry.register(
             "vigil_policy_call_seconds",
             "Time per policy assess batch",
             metrics.policy_call_seconds.clone(),
@@ -181,6 +194,11 @@ impl Metrics {
             "vigil_pings_sent",
             "WebSocket pings sent",
             metrics.pings_sent.clone(),
+        );
+        registry.register(
+            "vigil_pings_sent_by_tick",
+            "Heartbeat pings the shared tick wrote to the socket itself, without waking the session's task",
+            metrics.pings_sent_by_tick.clone(),
         );
         registry.register(
             "vigil_pongs_received",

@@ -4,9 +4,9 @@
 //! names a profile or routes HTTP requests (a test in `tests/layers.rs`
 //! checks it), and the modules here import each other without a cycle:
 //!
-//! `config`, `schedule`, `tcp`, `tcp_io` ← `session` ← `registry` ← `census`,
-//! `removals`, `metrics`, `hub` ← `monitor`, `tick` ← `host`,
-//! `policy_changes`.
+//! `config`, `schedule`, `tcp`, `tcp_io`, `write_gate`, `event_buffer` ←
+//! `inbound` ← `session` ← `registry` ← `census`, `removals`, `metrics`,
+//! `hub` ← `monitor`, `tick` ← `host`, `policy_changes`.
 
 /// Sessions per tier and class, and the spread of health, now.
 pub mod census;
@@ -14,6 +14,8 @@ pub mod census;
 pub mod close_codes;
 /// The core's settings, section by section.
 pub mod config;
+/// Events on their way to the policy, between ticks.
+mod event_buffer;
 /// The public handle: accept, publish, list, evict, shut down.
 mod host;
 /// Shared state behind the public handle; private to the core.
@@ -44,6 +46,8 @@ pub mod tcp;
 pub mod tcp_io;
 /// The shared tick: pings, pong deadlines, batched policy assessment.
 pub mod tick;
+/// Who may write to a socket: the session's task, or the tick, one ping.
+pub mod write_gate;
 
 pub use host::{
     AcceptError, DataHandler, EndpointSpec, SessionHost, SessionPage, SessionQuery, SessionView,

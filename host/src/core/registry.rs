@@ -10,13 +10,20 @@ use dashmap::DashMap;
 use vigil_policy_runtime::SessionId;
 
 use crate::core::config::TiersConfig;
-use crate::core::schedule::Schedule;
+use crate::core::schedule::{Schedule, ScheduleFull};
 use crate::core::session::state::SessionState;
 use crate::core::session::Session;
 
-/// A session claimed, without proof, an identity another session proved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdentityTaken;
+/// Why the registry refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// It claimed, without proof, an identity another session proved.
+    #[error("an unproven claim to an identity another session proved")]
+    IdentityTaken,
+    /// No room in the schedule (more sessions than a process can hold open).
+    #[error(transparent)]
+    Full(#[from] ScheduleFull),
+}
 
 /// Live sessions.
 pub struct Registry {
@@ -66,15 +73,18 @@ impl Registry {
 
     /// Adds a session. Returns the session it supersedes — an earlier one
     /// with the same identity, which the caller must evict — or refuses it
-    /// (`Err`) when it merely claims an identity another session proved.
-    pub fn insert(&self, session: Arc<Session>) -> Result<Option<Arc<Session>>, IdentityTaken> {
+    /// (`Err`) when it merely claims an identity another session proved, or
+    /// when the schedule is full.
+    pub fn insert(&self, session: Arc<Session>) -> Result<Option<Arc<Session>>, Refused> {
+        let slot = self.schedule.insert(session.id, Arc::clone(&session))?;
         let mut twin = None;
         if let Some(identity) = &session.identity {
             match self.identities.entry(identity.clone()) {
                 dashmap::Entry::Occupied(mut holder) => {
                     let (old, proven) = *holder.get();
                     if proven && !session.identity_proven {
-                        return Err(IdentityTaken);
+                        self.schedule.remove(slot, session.id);
+                        return Err(Refused::IdentityTaken);
                     }
                     holder.insert((session.id, session.identity_proven));
                     twin = self
@@ -87,7 +97,6 @@ impl Registry {
                 }
             }
         }
-        let slot = self.schedule.insert(session.id, Arc::clone(&session));
         session.slot.store(slot, Ordering::Release);
         self.sessions.insert(session.id, session);
         Ok(twin)

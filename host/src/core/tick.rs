@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use vigil_policy_runtime::{Action, Event, EventKind, SessionFacts, Verdict, VerdictSource};
+use vigil_policy_runtime::{
+    Action, Event, EventKind, FrameKind, SessionFacts, Verdict, VerdictSource,
+};
 
 use crate::core::close_codes;
 use crate::core::hub::Hub;
 use crate::core::monitor::GrowthMonitor;
+use crate::core::session::state::SessionState;
 use crate::core::session::Session;
+use crate::core::write_gate::DirectPing;
 
 /// The longest the tick sleeps when nothing is due: events still reach the
 /// policy, and the growth alarm still looks, at least this often.
@@ -25,15 +29,12 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// [`IDLE_WAKE`]), woken early when an earlier one is written.
 pub(crate) async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
-    let mut inbox = hub.take_event_inbox();
     let mut monitor = GrowthMonitor::new(&hub);
     let schedule = hub.registry.schedule();
     loop {
         let started = Instant::now();
         schedule.awake();
-        if let Some(inbox) = inbox.as_mut() {
-            forward_events(&hub, inbox);
-        }
+        forward_events(&hub);
         let next_due = tick_once(&hub, started).await;
         hub.enforce_inbound_budget();
         monitor.check(&hub);
@@ -78,11 +79,8 @@ pub async fn next_tick(
     !*stop.borrow()
 }
 
-fn forward_events(hub: &Hub, inbox: &mut tokio::sync::mpsc::Receiver<Event>) {
-    let mut events = Vec::new();
-    while let Ok(event) = inbox.try_recv() {
-        events.push(event);
-    }
+fn forward_events(hub: &Hub) {
+    let mut events = hub.take_events();
     events.push(Event {
         at_ms: hub.now_ms(Instant::now()),
         kind: EventKind::Tick,
@@ -104,11 +102,16 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     let mut due = Vec::new();
     let next_due = hub.registry.collect_due(now, &mut due);
     for session in due {
+        let mut torn = false;
         let visit = hub.registry.update(&session, |state| {
             let timing = tiers.timing(state.tier());
             let visit = state.visit(now, timing, tick);
             if visit.wake {
-                session.wake();
+                match ping_directly(hub, &session, state, now) {
+                    DirectPing::Sent => {}
+                    DirectPing::NotNow => session.wake(),
+                    DirectPing::Torn => torn = true,
+                }
             }
             if visit.assess {
                 batch.push(state.facts(
@@ -123,6 +126,12 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
         });
         if visit.expired {
             hub.evict(session.id, "token-expired", close_codes::TOKEN_EXPIRED);
+        }
+        if torn {
+            tracing::warn!(session_id = session.id, peer = %session.peer, "a ping frame was written in part; the stream is broken");
+            session.lock().count_send_error();
+            hub.metrics.send_failures.inc();
+            hub.evict(session.id, "send-failed", close_codes::INTERNAL_ERROR);
         }
         if visit.assess {
             assessed.push(session);
@@ -159,6 +168,64 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
         apply(hub, &session, verdict, now, tick);
     }
     next_due
+}
+
+/// Sends the heartbeat ping the tick's visit just requested, from here,
+/// when it can go out alone and the socket takes it whole between the
+/// task's frames ([`crate::core::write_gate`]): then the session's task is
+/// not woken for it. `NotNow` leaves the request for the task.
+fn ping_directly(
+    hub: &Hub,
+    session: &Session,
+    state: &mut SessionState,
+    now: Instant,
+) -> DirectPing {
+    let Some(meter) = session.meter.as_deref() else {
+        return DirectPing::NotNow;
+    };
+    let reads_tcp = !session.proxied;
+    let max_age = hub.config.sessions.tcp_info_max_age();
+    if !session.endpoint.pinged || !state.ping_goes_alone(reads_tcp, now, max_age) {
+        return DirectPing::NotNow;
+    }
+    let sequence = hub.next_ping_sequence();
+    let frame = ping_frame(sequence);
+    let outcome = meter.gate.try_ping(&frame);
+    if outcome == DirectPing::Sent {
+        state.take_probe(true, now, || sequence);
+        hub.metrics.pings_sent.inc();
+        hub.metrics.pings_sent_by_tick.inc();
+        hub.event_at(
+            EventKind::PingSent {
+                session: session.id,
+            },
+            now,
+        );
+        if hub.config.sessions.frame_events {
+            hub.event_at(
+                EventKind::FrameSent {
+                    session: session.id,
+                    kind: FrameKind::Ping,
+                    size_bytes: PING_PAYLOAD_BYTES as u32,
+                },
+                now,
+            );
+        }
+    }
+    outcome
+}
+
+/// A ping's payload: its sequence number, big-endian, as the task sends it
+/// and `SessionState::record_pong` reads it back.
+const PING_PAYLOAD_BYTES: usize = 8;
+
+/// The whole WebSocket frame of a server's ping (final, opcode 9, unmasked).
+fn ping_frame(sequence: u64) -> [u8; 2 + PING_PAYLOAD_BYTES] {
+    let mut frame = [0u8; 2 + PING_PAYLOAD_BYTES];
+    frame[0] = 0x89;
+    frame[1] = PING_PAYLOAD_BYTES as u8;
+    frame[2..].copy_from_slice(&sequence.to_be_bytes());
+    frame
 }
 
 /// Carries out one verdict on its session.

@@ -167,7 +167,12 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: watch:
                 }
                 Err(_) => shared.host.metrics().refused("handshake-timeout"),
             },
-            None => serve_http(&shared, io, peer, fd, meter, deadline, handshake, stop).await,
+            None => {
+                // Plain TCP: the socket carries the frames themselves, so
+                // the tick may write a session's pings between them.
+                meter.gate.open(fd);
+                serve_http(&shared, io, peer, fd, meter, deadline, handshake, stop).await
+            }
         }
         connection_ended(&shared);
     });

@@ -152,13 +152,8 @@ impl Session {
         self.task.wake();
     }
 
-    /// Clears a pending wake: the task is about to look at its state.
-    pub(crate) fn clear_wake(&self) {
-        self.woken.store(false, Ordering::Relaxed);
-    }
-
-    /// Ready once [`Session::wake`] was called since the last
-    /// [`Session::clear_wake`] or ready poll; registers the task to be woken
+    /// Ready once [`Session::wake`] was called since the last ready poll
+    /// (the task then looks at its state); registers the task to be woken
     /// otherwise. Cheaper than a `Notify`: no waiter list, no lock.
     pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before the flag is read, so a wake in between is seen.

@@ -337,13 +337,28 @@ impl SessionState {
     /// kernel facts each time: its pongs say it is alive, and their round
     /// trips are its RTT.
     pub(crate) fn tcp_due(&self, probe: Probe, now: Instant, max_age: Duration) -> bool {
+        match probe {
+            Probe::Silent => true,
+            // The probe's own ping is the newest in flight.
+            Probe::Ping(_) => self.tcp_due_with(self.pings.len() > 1, now, max_age),
+        }
+    }
+
+    /// Whether the heartbeat ping the tick just requested can go out without
+    /// the session's task: it is requested, no close is, and no `TCP_INFO`
+    /// reading is due with it (`tcp_due`, asked before the ping is taken;
+    /// the task reads the socket's facts). The tick then sends it itself and
+    /// records it with [`SessionState::take_probe`].
+    pub(crate) fn ping_goes_alone(&self, reads_tcp: bool, now: Instant, max_age: Duration) -> bool {
+        self.close.is_none()
+            && self.ping_requested.is_some()
+            && !(reads_tcp && self.tcp_due_with(!self.pings.is_empty(), now, max_age))
+    }
+
+    /// `tcp_due` for a ping, `late` when an earlier one is still unanswered.
+    fn tcp_due_with(&self, late: bool, now: Instant, max_age: Duration) -> bool {
         let Some(read_at) = self.tcp_read_at else {
             return true;
-        };
-        let late = match probe {
-            Probe::Silent => return true,
-            // The probe's own ping is the newest in flight.
-            Probe::Ping(_) => self.pings.len() > 1,
         };
         let troubled = self
             .tcp

@@ -176,8 +176,8 @@ enum Step {
     Woken,
     /// A frame, the end of the stream, or a read error.
     Inbound(Option<Result<Message, axum::Error>>),
-    /// Everything queued was written (or a write failed).
-    Written(Result<(), axum::Error>),
+    /// A write failed.
+    WriteFailed(axum::Error),
 }
 
 /// Runs a session until it ends, then tells the hub why. The socket is not
@@ -201,45 +201,59 @@ async fn run(
     let mut needs_flush = false;
     let tcp_max_age = hub.config.sessions.tcp_info_max_age();
 
-    let end = loop {
-        // Host requests first: a close ends the loop, a ping jumps the queue.
-        // A wake from here on is for a change not yet seen.
-        session.clear_wake();
-        let now = Instant::now();
-        let (close, probe, read_tcp) = {
-            let mut state = session.lock();
-            let close = state.close_request().cloned();
-            let probe = state.take_probe(session.endpoint.pinged, now, || hub.next_ping_sequence());
-            // Through a proxy the socket is the proxy's: its facts would
-            // mislead the policy about the client.
-            let read_tcp = probe
-                .is_some_and(|probe| !session.proxied && state.tcp_due(probe, now, tcp_max_age));
-            (close, probe, read_tcp)
-        };
-        if let Some(close) = close {
-            break SessionEnd::Requested(close);
-        }
-        if let Some(probe) = probe {
-            // The kernel's view of the socket, when it can tell the policy
-            // something (for a session without pings it is the probe).
-            if read_tcp {
-                let tcp = crate::core::tcp::tcp_info(fd);
-                // Through the registry: for a silent heartbeat the reading
-                // is its answer, which brings the session's assessment forward.
-                hub.registry
-                    .update(&session, |state| state.set_tcp(tcp, now));
-            }
-            if let Probe::Ping(sequence) = probe {
-                control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
-                hub.metrics.pings_sent.inc();
-                hub.event(EventKind::PingSent {
-                    session: session.id,
-                });
-            }
-        }
-        let has_writes = needs_flush || control.is_some() || session.lock().has_outbound();
+    // Whether to look at the control state (a close, a probe, queued data)
+    // before waiting again: at the start and after every wake, since a
+    // wake is how all of them arrive (`Session::wake`). A frame read or a
+    // write finished changes none of them, so those go straight back to
+    // waiting.
+    let mut look = true;
+    let mut has_writes = false;
 
-        // In this order: host requests, then reads, then writes.
+    let end = loop {
+        if look {
+            look = false;
+            let now = Instant::now();
+            let (close, probe, read_tcp, queued) = {
+                let mut state = session.lock();
+                let close = state.close_request().cloned();
+                let probe =
+                    state.take_probe(session.endpoint.pinged, now, || hub.next_ping_sequence());
+                // Through a proxy the socket is the proxy's: its facts would
+                // mislead the policy about the client.
+                let read_tcp = probe.is_some_and(|probe| {
+                    !session.proxied && state.tcp_due(probe, now, tcp_max_age)
+                });
+                (close, probe, read_tcp, state.has_outbound())
+            };
+            if let Some(close) = close {
+                break SessionEnd::Requested(close);
+            }
+            if let Some(probe) = probe {
+                // The kernel's view of the socket, when it can tell the policy
+                // something (for a session without pings it is the probe).
+                if read_tcp {
+                    let tcp = crate::core::tcp::tcp_info(fd);
+                    // Through the registry: for a silent heartbeat the reading
+                    // is its answer, which brings the session's assessment forward.
+                    hub.registry
+                        .update(&session, |state| state.set_tcp(tcp, now));
+                }
+                if let Probe::Ping(sequence) = probe {
+                    control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
+                    hub.metrics.pings_sent.inc();
+                    hub.event_at(
+                        EventKind::PingSent {
+                            session: session.id,
+                        },
+                        now,
+                    );
+                }
+            }
+            has_writes = needs_flush || control.is_some() || queued;
+        }
+
+        // In this order: host requests, then reads, then writes. Writes that
+        // finish end nothing: the same poll goes on waiting for the rest.
         let step = std::future::poll_fn(|cx| {
             if session.poll_woken(cx).is_ready() {
                 return Poll::Ready(Step::Woken);
@@ -256,15 +270,17 @@ async fn run(
                     &mut control,
                     &mut needs_flush,
                 );
-                if let Poll::Ready(written) = written {
-                    return Poll::Ready(Step::Written(written));
+                match written {
+                    Poll::Ready(Ok(())) => has_writes = false,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Step::WriteFailed(error)),
+                    Poll::Pending => {}
                 }
             }
             Poll::Pending
         })
         .await;
         match step {
-            Step::Woken => {}
+            Step::Woken => look = true,
             Step::Inbound(inbound) => {
                 let message = match inbound {
                     None => {
@@ -289,13 +305,14 @@ async fn run(
                     break end;
                 }
             }
-            Step::Written(written) => {
-                if let Err(error) = written {
-                    break SessionEnd::SendFailed(error.to_string());
-                }
-            }
+            Step::WriteFailed(error) => break SessionEnd::SendFailed(error.to_string()),
         }
     };
+    // No more pings from the tick: the closing handshake's frames come
+    // next, and then the descriptor closes.
+    if let Some(meter) = &session.meter {
+        meter.gate.close();
+    }
     // Boxed: the closing handshake's state (a send, a read, a timer) would
     // otherwise be part of every idle session's task, for its whole life.
     Box::pin(finish(&hub, &session, *socket, end)).await;
@@ -340,10 +357,13 @@ fn on_inbound(
             if let Some(pong) = pong {
                 hub.metrics.pongs_received.inc();
                 hub.metrics.rtt_seconds.observe(pong.rtt.as_secs_f64());
-                hub.event(EventKind::PongReceived {
-                    session: session.id,
-                    rtt_ms: pong.rtt_ms,
-                });
+                hub.event_at(
+                    EventKind::PongReceived {
+                        session: session.id,
+                        rtt_ms: pong.rtt_ms,
+                    },
+                    now,
+                );
             }
         }
         Message::Close(frame) => {

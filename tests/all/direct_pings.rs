@@ -1,0 +1,103 @@
+//! Heartbeat pings the tick writes straight to the socket, between the
+//! frames the session's task writes (`core::write_gate`): a client receiving
+//! a stream of published messages, large and small, still reads whole
+//! frames in order, and answers pings the tick wrote.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use vigil::core::config::TierTiming;
+use vigil_tests::DEFAULT_POLICY;
+
+use crate::support::{
+    fast_config, http, metric, metrics_text, sessions_become, shut_down, start_host,
+};
+
+/// The published message number `n`: its number, then padding of a size
+/// that cycles from a few bytes to more than a socket buffer takes at once.
+fn message(n: usize) -> String {
+    const SIZES: [usize; 6] = [3, 200, 2_000, 40_000, 90, 400_000];
+    format!("{n}:{}", "x".repeat(SIZES[n % SIZES.len()]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_the_tick_writes_never_split_the_frames_the_task_writes() {
+    let mut config = fast_config();
+    // A heartbeat every tick, so pings keep landing between and during
+    // the published frames.
+    let timing = TierTiming {
+        ping_interval_ms: 10,
+        pong_timeout_ms: 2_000,
+    };
+    config.tiers.fast = timing;
+    config.tiers.regular = timing;
+    config.tiers.keep_alive = timing;
+    config.sessions.tick_ms = 10;
+    config.sessions.queue_max_bytes = 64 << 20;
+    config.sessions.queue_soft_bytes = 32 << 20;
+    let server = start_host(config, DEFAULT_POLICY, r#"{"new_session_ms": 0}"#).await;
+    let address = server.address;
+    let (socket, _) = match tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await {
+        Ok(connected) => connected,
+        Err(error) => panic!("cannot connect: {error}"),
+    };
+    assert!(sessions_become(address, 1, Duration::from_secs(5)).await);
+
+    // The client reads everything as it comes; tungstenite answers each
+    // ping as it reads it.
+    let reader = tokio::spawn(async move {
+        let mut socket = socket;
+        let mut texts = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let done = text.as_str() == "done";
+                    texts.push(text.to_string());
+                    if done {
+                        return Ok(texts);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => return Err(format!("after {} messages: {other:?}", texts.len())),
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let mut published = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let body = serde_json::json!({"to": "all", "data": message(published)}).to_string();
+        let answer = http(address, "POST", "/publish", Some(&body), None).await;
+        assert_eq!(answer.json["delivered"], 1, "{}", answer.text);
+        published += 1;
+    }
+    let done = http(
+        address,
+        "POST",
+        "/publish",
+        Some(r#"{"to": "all", "data": "done"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(done.json["delivered"], 1, "{}", done.text);
+
+    let texts = match reader.await {
+        Ok(Ok(texts)) => texts,
+        Ok(Err(why)) => panic!("the client's stream broke: {why}"),
+        Err(error) => panic!("the reader panicked: {error}"),
+    };
+    assert_eq!(texts.len(), published + 1, "messages were lost");
+    for (n, text) in texts.iter().take(published).enumerate() {
+        assert!(*text == message(n), "message {n} arrived altered");
+    }
+    let metrics = metrics_text(address).await;
+    let by_tick = metric(&metrics, "vigil_pings_sent_by_tick_total");
+    let pongs = metric(&metrics, "vigil_pongs_received_total");
+    assert!(
+        by_tick >= 20.0,
+        "the tick wrote {by_tick} pings itself in 3 s of pings every 10 ms"
+    );
+    assert!(pongs >= by_tick / 2.0, "{pongs} pongs for {by_tick} pings");
+    shut_down(server).await;
+}
