@@ -1,7 +1,8 @@
 //! Heartbeat pings the tick writes straight to the socket, between the
 //! frames the session's task writes (`core::write_gate`): a client receiving
 //! a stream of published messages, large and small, still reads whole
-//! frames in order, and answers pings the tick wrote.
+//! frames in order, and answers pings the tick wrote; and the socket's TCP
+//! facts are read by the tick with the pings it writes.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,8 @@ use vigil::core::config::TierTiming;
 use vigil_tests::DEFAULT_POLICY;
 
 use crate::support::{
-    fast_config, http, metric, metrics_text, sessions_become, shut_down, start_host,
+    fast_config, http, metric, metric_or_zero, metrics_text, sessions_become, shut_down,
+    start_host, wait_until, WsClient,
 };
 
 /// The published message number `n`: its number, then padding of a size
@@ -99,5 +101,35 @@ async fn pings_the_tick_writes_never_split_the_frames_the_task_writes() {
         "the tick wrote {by_tick} pings itself in 3 s of pings every 10 ms"
     );
     assert!(pongs >= by_tick / 2.0, "{pongs} pongs for {by_tick} pings");
+    shut_down(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tick_reads_the_sockets_tcp_facts_with_the_pings_it_writes() {
+    let mut config = fast_config();
+    // Fresh kernel facts with every probe: the tick reads them each time.
+    config.sessions.tcp_info_max_age_ms = 0;
+    let server = start_host(config, DEFAULT_POLICY, "{}").await;
+    let address = server.address;
+    let _client = WsClient::connect(address, "", &[]);
+    assert!(sessions_become(address, 1, Duration::from_secs(5)).await);
+    // Pings every second: three of them, and their pongs.
+    let answered = wait_until(Duration::from_secs(6), || async {
+        metric_or_zero(&metrics_text(address).await, "vigil_pongs_received_total") >= 3.0
+    })
+    .await;
+    assert!(answered.is_some(), "three pings were not answered");
+    let metrics = metrics_text(address).await;
+    let sent = metric(&metrics, "vigil_pings_sent_total");
+    let by_tick = metric(&metrics, "vigil_pings_sent_by_tick_total");
+    assert_eq!(
+        by_tick, sent,
+        "pings that needed a TCP_INFO reading went through the session's task"
+    );
+    let sessions = http(address, "GET", "/sessions", None, None).await.json;
+    assert!(
+        sessions["sessions"][0]["tcp"]["rtt_us"].is_u64(),
+        "no TCP facts for the session: {sessions}"
+    );
     shut_down(server).await;
 }

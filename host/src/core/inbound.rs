@@ -315,7 +315,7 @@ mod tests {
         let mut stream = MeteredStream::new(socket, Arc::clone(&meter), None);
 
         assert_eq!(
-            meter.gate.try_ping(b"a"),
+            meter.gate.try_ping(b"a", |_| {}),
             DirectPing::Sent,
             "an idle stream kept the tick out"
         );
@@ -324,7 +324,7 @@ mod tests {
             .await
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(
-            meter.gate.try_ping(b"b"),
+            meter.gate.try_ping(b"b", |_| {}),
             DirectPing::NotNow,
             "the tick wrote into an unflushed write"
         );
@@ -333,18 +333,18 @@ mod tests {
             .await
             .unwrap_or_else(|error| panic!("{error}"));
         // The kernel may still hold the bytes until the peer acknowledges them.
-        let mut sent = meter.gate.try_ping(b"c");
+        let mut sent = meter.gate.try_ping(b"c", |_| {});
         for _ in 0..100 {
             if sent == DirectPing::Sent {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            sent = meter.gate.try_ping(b"c");
+            sent = meter.gate.try_ping(b"c", |_| {});
         }
         assert_eq!(sent, DirectPing::Sent, "a flushed stream kept the tick out");
         drop(stream);
         assert_eq!(
-            meter.gate.try_ping(b"d"),
+            meter.gate.try_ping(b"d", |_| {}),
             DirectPing::NotNow,
             "the tick wrote to a dropped stream's socket"
         );

@@ -55,12 +55,13 @@ pub struct ConnInfo {
 }
 
 /// Reads `TCP_INFO`. The caller must own the connection `fd` belongs to (a
-/// session task does, for its whole life), so the descriptor cannot have
-/// been closed and reused.
+/// session task does, for its whole life) or hold its write gate (the tick,
+/// while it writes a ping: `core::write_gate`), so the descriptor cannot
+/// have been closed and reused.
 #[cfg(target_os = "linux")]
 pub fn tcp_info(fd: RawFd) -> Option<TcpFacts> {
-    // SAFETY: the caller owns the connection, so `fd` is open for the
-    // duration of this borrow.
+    // SAFETY: the caller owns the connection or holds its write gate, so
+    // `fd` is open for the duration of this borrow.
     #[allow(unsafe_code)]
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut info: libc::tcp_info = unsafe_zeroed_tcp_info();

@@ -171,9 +171,10 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
 }
 
 /// Sends the heartbeat ping the tick's visit just requested, from here,
-/// when it can go out alone and the socket takes it whole between the
-/// task's frames ([`crate::core::write_gate`]): then the session's task is
-/// not woken for it. `NotNow` leaves the request for the task.
+/// when the socket takes it whole between the task's frames
+/// ([`crate::core::write_gate`]), reading the socket's `TCP_INFO` first
+/// when the policy is due fresh facts: then the session's task is not woken
+/// for it. `NotNow` leaves the request for the task.
 fn ping_directly(
     hub: &Hub,
     session: &Session,
@@ -183,14 +184,20 @@ fn ping_directly(
     let Some(meter) = session.meter.as_deref() else {
         return DirectPing::NotNow;
     };
-    let reads_tcp = !session.proxied;
-    let max_age = hub.config.sessions.tcp_info_max_age();
-    if !session.endpoint.pinged || !state.ping_goes_alone(reads_tcp, now, max_age) {
+    if !session.endpoint.pinged || !state.ping_pending() {
         return DirectPing::NotNow;
     }
+    // As the task would: through a proxy the socket is the proxy's, and its
+    // facts would mislead the policy about the client.
+    let max_age = hub.config.sessions.tcp_info_max_age();
+    let read_tcp = !session.proxied && state.tcp_due_before_ping(now, max_age);
     let sequence = hub.next_ping_sequence();
     let frame = ping_frame(sequence);
-    let outcome = meter.gate.try_ping(&frame);
+    let outcome = meter.gate.try_ping(&frame, |fd| {
+        if read_tcp {
+            state.set_tcp(crate::core::tcp::tcp_info(fd), now);
+        }
+    });
     if outcome == DirectPing::Sent {
         state.take_probe(true, now, || sequence);
         hub.metrics.pings_sent.inc();

@@ -22,6 +22,10 @@
 //!
 //! Otherwise the tick wakes the task as before, which sends the ping through
 //! the WebSocket stack, behind whatever it is writing.
+//!
+//! While the tick writes, the gate keeps the descriptor open (closing waits
+//! for it), so the tick also reads the socket's `TCP_INFO` there when the
+//! policy is due fresh facts with the ping.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -117,8 +121,10 @@ impl WriteGate {
     }
 
     /// Writes `frame` (a whole ping frame) to the socket if it can be
-    /// written whole and between frames (see the module's rules).
-    pub fn try_ping(&self, frame: &[u8]) -> DirectPing {
+    /// written whole and between frames (see the module's rules). Just
+    /// before, `before_sending` gets the socket's descriptor, open for the
+    /// call (the tick reads the socket's `TCP_INFO` with it when due).
+    pub fn try_ping(&self, frame: &[u8], before_sending: impl FnOnce(RawFd)) -> DirectPing {
         let word = self.word.load(Ordering::Acquire);
         if word & !FD_BITS != OPEN {
             return DirectPing::NotNow;
@@ -138,6 +144,7 @@ impl WriteGate {
         // Below `FD_BITS`, so it fits.
         let fd = (word & FD_BITS) as RawFd;
         let outcome = if unsent_bytes(fd) == Some(0) {
+            before_sending(fd);
             send_whole(fd, frame)
         } else {
             DirectPing::NotNow
@@ -207,12 +214,12 @@ mod tests {
         let (server, mut client) = pair();
         let gate = WriteGate::new();
         assert_eq!(
-            gate.try_ping(b"ping!"),
+            gate.try_ping(b"ping!", |_| {}),
             DirectPing::NotNow,
             "an unopened gate wrote"
         );
         gate.open(server.as_raw_fd());
-        assert_eq!(gate.try_ping(b"ping!"), DirectPing::Sent);
+        assert_eq!(gate.try_ping(b"ping!", |_| {}), DirectPing::Sent);
         let mut got = [0u8; 5];
         client.read_exact(&mut got).expect("the frame arrived");
         assert_eq!(&got, b"ping!");
@@ -225,14 +232,14 @@ mod tests {
         gate.open(server.as_raw_fd());
         gate.stream_writes();
         assert_eq!(
-            gate.try_ping(b"x"),
+            gate.try_ping(b"x", |_| {}),
             DirectPing::NotNow,
             "wrote into a frame"
         );
         gate.stream_flushed();
         gate.close();
         assert_eq!(
-            gate.try_ping(b"x"),
+            gate.try_ping(b"x", |_| {}),
             DirectPing::NotNow,
             "wrote while closing"
         );
@@ -248,7 +255,7 @@ mod tests {
         server.set_nonblocking(true).expect("non-blocking");
         let chunk = vec![0u8; 64 << 10];
         while (&server).write_all_nonblocking(&chunk) {}
-        assert_eq!(gate.try_ping(b"x"), DirectPing::NotNow);
+        assert_eq!(gate.try_ping(b"x", |_| {}), DirectPing::NotNow);
         drop(client);
     }
 

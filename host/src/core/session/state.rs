@@ -344,15 +344,17 @@ impl SessionState {
         }
     }
 
-    /// Whether the heartbeat ping the tick just requested can go out without
-    /// the session's task: it is requested, no close is, and no `TCP_INFO`
-    /// reading is due with it (`tcp_due`, asked before the ping is taken;
-    /// the task reads the socket's facts). The tick then sends it itself and
-    /// records it with [`SessionState::take_probe`].
-    pub(crate) fn ping_goes_alone(&self, reads_tcp: bool, now: Instant, max_age: Duration) -> bool {
-        self.close.is_none()
-            && self.ping_requested.is_some()
-            && !(reads_tcp && self.tcp_due_with(!self.pings.is_empty(), now, max_age))
+    /// Whether a ping is requested and may be sent (no close is): the tick,
+    /// which sends heartbeats itself where it can, asks before taking it
+    /// with [`SessionState::take_probe`].
+    pub(crate) fn ping_pending(&self) -> bool {
+        self.close.is_none() && self.ping_requested.is_some()
+    }
+
+    /// [`SessionState::tcp_due`] for the ping [`SessionState::ping_pending`]
+    /// found, asked before it is taken.
+    pub(crate) fn tcp_due_before_ping(&self, now: Instant, max_age: Duration) -> bool {
+        self.tcp_due_with(!self.pings.is_empty(), now, max_age)
     }
 
     /// `tcp_due` for a ping, `late` when an earlier one is still unanswered.
