@@ -18,7 +18,10 @@
 //! - the kernel holds nothing unsent or unacknowledged for the socket
 //!   (`SIOCOUTQ` is 0). Then the send buffer is empty, and a ten-byte write
 //!   is taken whole: a short write, which would leave half a frame, happens
-//!   only when the buffer fills mid-write.
+//!   only when the buffer fills mid-write. The kernel is not asked when
+//!   the last thing written was the previous direct ping and its pong came
+//!   back: the pong's segment acknowledged every byte before it
+//!   ([`WriteGate::answered`]), which is an idle session's every heartbeat.
 //!
 //! Otherwise the tick wakes the task as before, which sends the ping through
 //! the WebSocket stack, behind whatever it is writing.
@@ -30,10 +33,16 @@
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The descriptor's bits in the gate's word; descriptors at or above this
-/// are never opened (they take the task's path). Far above any open-file
-/// limit in use.
-const FD_BITS: u32 = (1 << 28) - 1;
+/// The descriptor's bits in the gate's word; descriptors above this are
+/// never opened (they take the task's path). Far above any open-file limit
+/// in use.
+const FD_BITS: u32 = (1 << 26) - 1;
+/// The last write to the socket was a ping the tick wrote.
+const PING_LAST: u32 = 1 << 26;
+/// ... and its pong came back: the peer acknowledged everything written
+/// (the pong's segment acknowledges all it received before it), so the
+/// kernel holds nothing unsent and need not be asked.
+const ACKED: u32 = 1 << 27;
 /// The session is running on a plain TCP connection: the tick may write.
 const OPEN: u32 = 1 << 28;
 /// The stream may be mid-frame: written since its last completed flush.
@@ -94,9 +103,25 @@ impl WriteGate {
     /// Waits out a ping the tick is writing (one non-blocking system call).
     pub fn stream_writes(&self) {
         let before = self.word.fetch_or(TASK_WRITING, Ordering::AcqRel);
+        if before & (PING_LAST | ACKED) != 0 {
+            self.word.fetch_and(!(PING_LAST | ACKED), Ordering::AcqRel);
+        }
         if before & TICK_WRITING != 0 {
             self.wait_for_tick();
         }
+    }
+
+    /// The pong to the newest ping in flight came back. If that ping was
+    /// the last thing written (a direct one, nothing since), the peer has
+    /// acknowledged every byte, and the next direct ping skips asking the
+    /// kernel. The caller holds the session's state, as the tick does while
+    /// it writes and records a ping, so no newer ping can be on the wire.
+    pub fn answered(&self) {
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                (word & (PING_LAST | ACKED) == PING_LAST).then_some(word | ACKED)
+            });
     }
 
     /// The stream flushed: everything it wrote is in the kernel, so the
@@ -126,7 +151,7 @@ impl WriteGate {
     /// call (the tick reads the socket's `TCP_INFO` with it when due).
     pub fn try_ping(&self, frame: &[u8], before_sending: impl FnOnce(RawFd)) -> DirectPing {
         let word = self.word.load(Ordering::Acquire);
-        if word & !FD_BITS != OPEN {
+        if word & (OPEN | TASK_WRITING | TICK_WRITING | CLOSED) != OPEN {
             return DirectPing::NotNow;
         }
         if self
@@ -143,13 +168,22 @@ impl WriteGate {
         }
         // Below `FD_BITS`, so it fits.
         let fd = (word & FD_BITS) as RawFd;
-        let outcome = if unsent_bytes(fd) == Some(0) {
+        let outcome = if word & ACKED != 0 || unsent_bytes(fd) == Some(0) {
             before_sending(fd);
             send_whole(fd, frame)
         } else {
             DirectPing::NotNow
         };
-        self.word.fetch_and(!TICK_WRITING, Ordering::AcqRel);
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                Some(match outcome {
+                    // This ping is now the last write, not yet answered.
+                    DirectPing::Sent => (word & !(TICK_WRITING | ACKED)) | PING_LAST,
+                    DirectPing::NotNow => word & !TICK_WRITING,
+                    DirectPing::Torn => word & !(TICK_WRITING | ACKED | PING_LAST),
+                })
+            });
         outcome
     }
 }
@@ -257,6 +291,28 @@ mod tests {
         while (&server).write_all_nonblocking(&chunk) {}
         assert_eq!(gate.try_ping(b"x", |_| {}), DirectPing::NotNow);
         drop(client);
+    }
+
+    #[test]
+    fn only_an_answered_direct_ping_with_nothing_written_since_spares_the_kernel_check() {
+        let (server, _client) = pair();
+        let gate = WriteGate::new();
+        gate.open(server.as_raw_fd());
+        let acked = |gate: &WriteGate| gate.word.load(Ordering::Acquire) & ACKED != 0;
+        gate.answered();
+        assert!(!acked(&gate), "a pong to no direct ping counted");
+        assert_eq!(gate.try_ping(b"1", |_| {}), DirectPing::Sent);
+        gate.answered();
+        assert!(acked(&gate), "the answered direct ping did not count");
+        assert_eq!(gate.try_ping(b"2", |_| {}), DirectPing::Sent);
+        assert!(
+            !acked(&gate),
+            "a new ping on the wire still counted as answered"
+        );
+        gate.stream_writes();
+        gate.stream_flushed();
+        gate.answered();
+        assert!(!acked(&gate), "a pong after the stream wrote counted");
     }
 
     trait WriteNonBlocking {

@@ -422,6 +422,11 @@ impl SessionState {
         Some(Pong { rtt, rtt_ms })
     }
 
+    /// Pings sent and not yet answered.
+    pub(crate) fn pings_in_flight(&self) -> usize {
+        self.pings.len()
+    }
+
     /// A write failed (the session ends with it).
     pub(crate) fn count_send_error(&mut self) {
         self.send_errors = self.send_errors.saturating_add(1);

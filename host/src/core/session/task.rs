@@ -352,7 +352,14 @@ fn on_inbound(
             // session's assessment forward (`SessionState::record_pong`).
             let pong = hub.registry.update(session, |state| {
                 state.record_inbound(now, false);
-                state.record_pong(&payload, now)
+                let pong = state.record_pong(&payload, now);
+                // Under the state's lock, as the tick writes and records pings.
+                if pong.is_some() && state.pings_in_flight() == 0 {
+                    if let Some(meter) = &session.meter {
+                        meter.gate.answered();
+                    }
+                }
+                pong
             });
             if let Some(pong) = pong {
                 hub.metrics.pongs_received.inc();
