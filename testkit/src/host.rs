@@ -11,7 +11,7 @@ use axum::extract::ws::Message;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use vigil::config::{TierTiming, VigilConfig};
+use vigil::config::{TierTiming, TiersConfig, VigilConfig};
 use vigil::core::observer::{OpenedSession, SessionObserver};
 use vigil::core::{PublishReport, SessionQuery, SessionView, SwapReport, Target};
 use vigil::policy::{PluginSource, PolicyEngine};
@@ -37,9 +37,7 @@ pub fn test_config() -> VigilConfig {
         ping_interval_ms: 1_000,
         pong_timeout_ms: 1_000,
     };
-    config.tiers.fast = timing;
-    config.tiers.regular = timing;
-    config.tiers.keep_alive = timing;
+    config.tiers = TiersConfig::uniform(timing);
     config.sessions.tick_ms = 50;
     config.sessions.close_grace_ms = 300;
     config.sessions.drain_timeout_ms = 2_000;

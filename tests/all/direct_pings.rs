@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-use vigil::core::config::TierTiming;
+use vigil::core::config::{TierTiming, TiersConfig};
 use vigil_tests::DEFAULT_POLICY;
 
 use crate::support::{
@@ -28,13 +28,10 @@ async fn pings_the_tick_writes_never_split_the_frames_the_task_writes() {
     let mut config = fast_config();
     // A heartbeat every tick, so pings keep landing between and during
     // the published frames.
-    let timing = TierTiming {
+    config.tiers = TiersConfig::uniform(TierTiming {
         ping_interval_ms: 10,
         pong_timeout_ms: 2_000,
-    };
-    config.tiers.fast = timing;
-    config.tiers.regular = timing;
-    config.tiers.keep_alive = timing;
+    });
     config.sessions.tick_ms = 10;
     config.sessions.queue_max_bytes = 64 << 20;
     config.sessions.queue_soft_bytes = 32 << 20;

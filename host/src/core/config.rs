@@ -287,6 +287,18 @@ pub struct TiersConfig {
     pub keep_alive: TierTiming,
 }
 
+impl TiersConfig {
+    /// Every tier on the same timing (tests and benchmarks that want one
+    /// heartbeat whatever tier the policy chooses).
+    pub fn uniform(timing: TierTiming) -> Self {
+        TiersConfig {
+            fast: timing,
+            regular: timing,
+            keep_alive: timing,
+        }
+    }
+}
+
 impl Default for TiersConfig {
     fn default() -> Self {
         TiersConfig {

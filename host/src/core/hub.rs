@@ -170,6 +170,13 @@ impl Hub {
         self.events.take()
     }
 
+    /// A ping went out to `session` at `at`, from its task or from the
+    /// tick: counted, and told to the policy.
+    pub(crate) fn ping_sent(&self, session: SessionId, at: Instant) {
+        self.metrics.pings_sent.inc();
+        self.event_at(EventKind::PingSent { session }, at);
+    }
+
     pub(crate) fn next_ping_sequence(&self) -> u64 {
         self.ping_sequence.fetch_add(1, Ordering::Relaxed) + 1
     }

@@ -16,7 +16,7 @@ use vigil_policy_runtime::{
 use crate::core::close_codes;
 use crate::core::hub::Hub;
 use crate::core::monitor::GrowthMonitor;
-use crate::core::session::state::SessionState;
+use crate::core::session::state::{ping_payload, SessionState, PING_PAYLOAD_BYTES};
 use crate::core::session::Session;
 use crate::core::write_gate::DirectPing;
 
@@ -187,10 +187,8 @@ fn ping_directly(
     if !session.endpoint.pinged || !state.ping_pending() {
         return DirectPing::NotNow;
     }
-    // As the task would: through a proxy the socket is the proxy's, and its
-    // facts would mislead the policy about the client.
     let max_age = hub.config.sessions.tcp_info_max_age();
-    let read_tcp = !session.proxied && state.tcp_due_before_ping(now, max_age);
+    let read_tcp = session.socket_is_the_clients() && state.tcp_due_before_ping(now, max_age);
     let sequence = hub.next_ping_sequence();
     let frame = ping_frame(sequence);
     let outcome = meter.gate.try_ping(&frame, |fd| {
@@ -200,14 +198,8 @@ fn ping_directly(
     });
     if outcome == DirectPing::Sent {
         state.take_probe(true, now, || sequence);
-        hub.metrics.pings_sent.inc();
+        hub.ping_sent(session.id, now);
         hub.metrics.pings_sent_by_tick.inc();
-        hub.event_at(
-            EventKind::PingSent {
-                session: session.id,
-            },
-            now,
-        );
         if hub.config.sessions.frame_events {
             hub.event_at(
                 EventKind::FrameSent {
@@ -222,16 +214,12 @@ fn ping_directly(
     outcome
 }
 
-/// A ping's payload: its sequence number, big-endian, as the task sends it
-/// and `SessionState::record_pong` reads it back.
-const PING_PAYLOAD_BYTES: usize = 8;
-
 /// The whole WebSocket frame of a server's ping (final, opcode 9, unmasked).
 fn ping_frame(sequence: u64) -> [u8; 2 + PING_PAYLOAD_BYTES] {
     let mut frame = [0u8; 2 + PING_PAYLOAD_BYTES];
     frame[0] = 0x89;
     frame[1] = PING_PAYLOAD_BYTES as u8;
-    frame[2..].copy_from_slice(&sequence.to_be_bytes());
+    frame[2..].copy_from_slice(&ping_payload(sequence));
     frame
 }
 

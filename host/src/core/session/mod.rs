@@ -165,6 +165,13 @@ impl Session {
         }
     }
 
+    /// Whether the socket's kernel facts (`TCP_INFO`) describe the client's
+    /// connection: not through a proxy, whose connection they would be,
+    /// misleading the policy about the client.
+    pub(crate) fn socket_is_the_clients(&self) -> bool {
+        !self.proxied
+    }
+
     /// Asks the session's task to close the connection; returns false if a
     /// close was already requested.
     pub(crate) fn request_close(&self, request: CloseRequest) -> bool {

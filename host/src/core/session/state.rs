@@ -9,6 +9,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A ping's payload is its sequence number, big-endian: this many bytes.
+pub(crate) const PING_PAYLOAD_BYTES: usize = 8;
+
+/// The payload of ping `sequence`, which its pong echoes
+/// ([`SessionState::record_pong`] reads it back).
+pub(crate) fn ping_payload(sequence: u64) -> [u8; PING_PAYLOAD_BYTES] {
+    sequence.to_be_bytes()
+}
+
 use axum::extract::ws::Message;
 use vigil_policy_runtime::{Action, SessionFacts, SessionId, TcpFacts, Tier, Verdict};
 
@@ -399,7 +408,7 @@ impl SessionState {
     /// policy that probes unhealthy sessions would otherwise probe them
     /// every tick.
     pub(crate) fn record_pong(&mut self, payload: &[u8], now: Instant) -> Option<Pong> {
-        let bytes = <[u8; 8]>::try_from(payload).ok()?;
+        let bytes = <[u8; PING_PAYLOAD_BYTES]>::try_from(payload).ok()?;
         let sequence = u64::from_be_bytes(bytes);
         let position = self
             .pings

@@ -14,7 +14,7 @@ use vigil_policy_runtime::{EventKind, FrameKind};
 
 use crate::core::hub::Hub;
 use crate::core::session::queue::message_len;
-use crate::core::session::state::{CloseRequest, Probe};
+use crate::core::session::state::{ping_payload, CloseRequest, Probe};
 use crate::core::session::Session;
 
 /// What the task does with a client's data frame, beyond recording it: the
@@ -218,10 +218,8 @@ async fn run(
                 let close = state.close_request().cloned();
                 let probe =
                     state.take_probe(session.endpoint.pinged, now, || hub.next_ping_sequence());
-                // Through a proxy the socket is the proxy's: its facts would
-                // mislead the policy about the client.
                 let read_tcp = probe.is_some_and(|probe| {
-                    !session.proxied && state.tcp_due(probe, now, tcp_max_age)
+                    session.socket_is_the_clients() && state.tcp_due(probe, now, tcp_max_age)
                 });
                 (close, probe, read_tcp, state.has_outbound())
             };
@@ -239,14 +237,8 @@ async fn run(
                         .update(&session, |state| state.set_tcp(tcp, now));
                 }
                 if let Probe::Ping(sequence) = probe {
-                    control = Some(Message::Ping(sequence.to_be_bytes().to_vec().into()));
-                    hub.metrics.pings_sent.inc();
-                    hub.event_at(
-                        EventKind::PingSent {
-                            session: session.id,
-                        },
-                        now,
-                    );
+                    control = Some(Message::Ping(ping_payload(sequence).to_vec().into()));
+                    hub.ping_sent(session.id, now);
                 }
             }
             has_writes = needs_flush || control.is_some() || queued;
