@@ -7,7 +7,7 @@ mod config;
 mod dashboard;
 mod default_policy;
 mod determinism;
-mod direct_pings;
+mod direct_writes;
 mod example_policies;
 mod frame_events;
 mod fuzz;

@@ -15,12 +15,13 @@ use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, Session
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
 use crate::core::event_buffer::{Added, EventBuffer};
+use crate::core::flush::{self, FlushJobs};
 use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::observer::{OpenedSession, SessionObserver};
 use crate::core::registry::{Refused, Registry};
 use crate::core::removals::{RecentRemovals, Removal};
-use crate::core::session::queue::{message_len, Enqueued};
+use crate::core::session::queue::{frame_kind, frame_size, message_len, Enqueued};
 use crate::core::session::state::CloseRequest;
 use crate::core::session::Session;
 
@@ -346,10 +347,13 @@ impl Hub {
         (self.now_ms(now), facts)
     }
 
-    /// Offers one message to one session's queue, within the queue's limits;
-    /// tells the policy of backpressure and counts what was dropped.
+    /// Delivers one message to one session: queued within the queue's
+    /// limits, and written to the socket from here when nothing was ahead
+    /// of it ([`crate::core::flush`]); tells the policy of backpressure and
+    /// counts what was dropped.
     pub(crate) fn deliver(&self, session: &Session, message: Message) -> Enqueued {
-        self.deliver_within(session, message, self.config.sessions.queue_max_bytes)
+        let hard = self.config.sessions.queue_max_bytes;
+        self.deliver_within(session, message, hard)
     }
 
     /// [`Hub::deliver`] without the hard limit (the soft mark still counts):
@@ -359,6 +363,45 @@ impl Hub {
     }
 
     fn deliver_within(&self, session: &Session, message: Message, hard: usize) -> Enqueued {
+        let outcome = self.enqueue(session, message, hard);
+        if outcome == Enqueued::Immediate {
+            self.flush(session);
+        }
+        outcome
+    }
+
+    /// Writes what `session` has queued to its socket directly where it
+    /// can ([`crate::core::flush`]), and wakes its task for the rest.
+    fn flush(&self, session: &Session) {
+        let frame_events = self.config.sessions.frame_events;
+        let now = frame_events.then(Instant::now);
+        let flushed =
+            flush::write_queued(session, self.config.sessions.queue_soft_bytes, |message| {
+                if let Some(now) = now {
+                    self.event_at(
+                        EventKind::FrameSent {
+                            session: session.id,
+                            kind: frame_kind(message),
+                            size_bytes: frame_size(message) as u32,
+                        },
+                        now,
+                    );
+                }
+            });
+        if flushed.written > 0 {
+            self.metrics
+                .messages_written_directly
+                .inc_by(flushed.written as u64);
+        }
+        if flushed.wake_task {
+            session.wake();
+        }
+    }
+
+    /// Queues `message` for `session`. Whoever queues a message into an
+    /// empty queue (`Immediate`) sees that it is written: flushes the
+    /// queue or has it flushed. Messages queued behind it go with it.
+    fn enqueue(&self, session: &Session, message: Message, hard: usize) -> Enqueued {
         let size = message_len(&message);
         let soft = self.config.sessions.queue_soft_bytes;
         let now = Instant::now();
@@ -368,9 +411,6 @@ impl Hub {
         let outcome = self
             .registry
             .update(session, |state| state.offer(message, size, soft, hard, now));
-        if outcome.accepted() {
-            session.wake();
-        }
         match outcome {
             Enqueued::CrossedSoftMark(queued_bytes) => self.event(EventKind::Backpressure {
                 session: session.id,
@@ -389,14 +429,20 @@ impl Hub {
 
     /// Offers `data` to the targeted sessions' queues. Sessions whose
     /// endpoint takes no published messages are skipped.
-    pub(crate) fn publish(&self, target: &Target, data: Message) -> PublishReport {
+    pub(crate) fn publish(self: &Arc<Self>, target: &Target, data: Message) -> PublishReport {
         let mut report = PublishReport::default();
+        let hard = self.config.sessions.queue_max_bytes;
+        let hub = Arc::clone(self);
+        let mut flushes = FlushJobs::new(move |session: &Session| hub.flush(session));
         let mut offer = |session: &Arc<Session>| {
             if !session.endpoint.receives_published {
                 return;
             }
-            match self.deliver(session, data.clone()) {
-                Enqueued::Immediate => report.delivered += 1,
+            match self.enqueue(session, data.clone(), hard) {
+                Enqueued::Immediate => {
+                    report.delivered += 1;
+                    flushes.add(session);
+                }
                 Enqueued::Behind | Enqueued::CrossedSoftMark(_) => {
                     report.delivered += 1;
                     report.queued += 1;
@@ -435,6 +481,7 @@ impl Hub {
                 }
             }),
         }
+        flushes.finish();
         report
     }
 

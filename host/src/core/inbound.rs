@@ -178,9 +178,20 @@ impl<S> MeteredStream<S> {
 
 impl<S> Drop for MeteredStream<S> {
     fn drop(&mut self) {
-        // Before `inner` closes the descriptor: the tick must not write to
-        // it, or to whatever reuses its number.
+        // Before `inner` closes the descriptor: no direct writer may write
+        // to it, or to whatever reuses its number.
         self.meter.gate.close();
+        self.meter.gate.discard_tail();
+    }
+}
+
+impl<S: AsyncWrite + Unpin> MeteredStream<S> {
+    /// Keeps direct writers out until the next completed flush, then
+    /// writes what is left of a frame a direct writer wrote in part: it
+    /// must reach the wire before anything else does.
+    fn claim_for_writing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.meter.gate.stream_writes();
+        self.meter.gate.poll_write_tail(cx, &mut self.inner)
     }
 }
 
@@ -223,14 +234,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         // From the first byte of a frame until the flush that ends the
-        // write, the tick keeps out (a frame may be half on the wire).
-        self.meter.gate.stream_writes();
+        // write, direct writers keep out (a frame may be half on the wire);
+        // the tail of a direct write goes first.
+        ready!(self.claim_for_writing(cx))?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The WebSocket stack flushes its stream only once it has written
-        // out everything it buffered: a frame boundary.
+        // out everything it buffered: a frame boundary. A direct write's
+        // tail is written out first (the task flushes to send it).
+        if self.meter.gate.has_tail() {
+            ready!(self.claim_for_writing(cx))?;
+        }
         let flushed = ready!(Pin::new(&mut self.inner).poll_flush(cx));
         if flushed.is_ok() {
             self.meter.gate.stream_flushed();
@@ -248,7 +264,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.meter.gate.stream_writes();
+        ready!(self.claim_for_writing(cx))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -290,11 +306,14 @@ mod tests {
         assert_eq!(budget.held(), 0);
     }
 
-    #[tokio::test]
-    async fn the_stream_keeps_the_tick_out_from_a_write_until_its_flush_and_after_it_drops() {
-        use crate::core::write_gate::DirectPing;
+    /// A metered stream over the server side of a fresh loopback
+    /// connection with its gate open, and the client side.
+    async fn metered_pair() -> (
+        MeteredStream<crate::core::tcp_io::TcpIo>,
+        Arc<InboundMeter>,
+        tokio::net::TcpStream,
+    ) {
         use std::os::fd::AsRawFd;
-        use tokio::io::AsyncWriteExt;
 
         let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
             Ok(listener) => listener,
@@ -305,48 +324,96 @@ mod tests {
             .unwrap_or_else(|error| panic!("{error}"));
         let (client, accepted) =
             tokio::join!(tokio::net::TcpStream::connect(address), listener.accept());
-        let _client = client.unwrap_or_else(|error| panic!("{error}"));
+        let client = client.unwrap_or_else(|error| panic!("{error}"));
         let (accepted, _) = accepted.unwrap_or_else(|error| panic!("{error}"));
         let fd = accepted.as_raw_fd();
         let socket =
             crate::core::tcp_io::TcpIo::new(accepted).unwrap_or_else(|error| panic!("{error}"));
         let meter = InboundMeter::new(&InboundBudget::new(1 << 20));
         meter.gate.open(fd);
-        let mut stream = MeteredStream::new(socket, Arc::clone(&meter), None);
+        let stream = MeteredStream::new(socket, Arc::clone(&meter), None);
+        (stream, meter, client)
+    }
 
+    #[tokio::test]
+    async fn the_stream_keeps_direct_writers_out_from_a_write_until_its_flush_and_after_it_drops() {
+        use crate::core::write_gate::DirectWrite;
+        use tokio::io::AsyncWriteExt;
+
+        let (mut stream, meter, _client) = metered_pair().await;
         assert_eq!(
-            meter.gate.try_ping(b"a", |_| {}),
-            DirectPing::Sent,
-            "an idle stream kept the tick out"
+            meter.gate.try_write(b"a", |_| {}),
+            DirectWrite::Written,
+            "an idle stream kept direct writers out"
         );
         stream
             .write_all(b"half a frame")
             .await
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(
-            meter.gate.try_ping(b"b", |_| {}),
-            DirectPing::NotNow,
-            "the tick wrote into an unflushed write"
+            meter.gate.try_write(b"b", |_| {}),
+            DirectWrite::NotNow,
+            "a direct write went into an unflushed write"
         );
         stream
             .flush()
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        // The kernel may still hold the bytes until the peer acknowledges them.
-        let mut sent = meter.gate.try_ping(b"c", |_| {});
-        for _ in 0..100 {
-            if sent == DirectPing::Sent {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            sent = meter.gate.try_ping(b"c", |_| {});
-        }
-        assert_eq!(sent, DirectPing::Sent, "a flushed stream kept the tick out");
+        assert_eq!(
+            meter.gate.try_write(b"c", |_| {}),
+            DirectWrite::Written,
+            "a flushed stream kept direct writers out"
+        );
         drop(stream);
         assert_eq!(
-            meter.gate.try_ping(b"d", |_| {}),
-            DirectPing::NotNow,
-            "the tick wrote to a dropped stream's socket"
+            meter.gate.try_write(b"d", |_| {}),
+            DirectWrite::NotNow,
+            "a direct write went to a dropped stream's socket"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tail_of_a_direct_write_goes_out_on_the_next_flush_before_anything_else() {
+        use crate::core::write_gate::DirectWrite;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (mut stream, meter, client) = metered_pair().await;
+        let mut client = Some(client);
+        // First a flush alone (the task woken for a tail, with nothing of
+        // its own to write), then a write of the stream's own.
+        for own in [&b""[..], b"after"] {
+            // Larger than the send and receive buffers together, while the
+            // client reads nothing: written in part.
+            let frame: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+            assert_eq!(meter.gate.try_write(&frame, |_| {}), DirectWrite::Tail);
+            let mut reader = client.take().unwrap_or_else(|| panic!("the client"));
+            let expected = frame.len() + own.len();
+            let read = tokio::spawn(async move {
+                let mut got = vec![0u8; expected];
+                reader
+                    .read_exact(&mut got)
+                    .await
+                    .unwrap_or_else(|error| panic!("{error}"));
+                (got, reader)
+            });
+            stream
+                .write_all(own)
+                .await
+                .unwrap_or_else(|error| panic!("{error}"));
+            stream
+                .flush()
+                .await
+                .unwrap_or_else(|error| panic!("{error}"));
+            let (got, reader) = read.await.unwrap_or_else(|error| panic!("{error}"));
+            client = Some(reader);
+            assert!(got[..frame.len()] == frame[..], "the frame arrived torn");
+            assert_eq!(&got[frame.len()..], own, "the stream's write went first");
+            assert!(!meter.gate.has_tail());
+        }
+        assert_eq!(
+            meter.gate.try_write(b"z", |_| {}),
+            DirectWrite::Written,
+            "the written tail still kept direct writers out"
         );
     }
 }

@@ -70,6 +70,8 @@ pub struct Metrics {
     /// Of those, heartbeats the tick wrote to the socket itself, without
     /// waking the session's task (`core::write_gate`).
     pub pings_sent_by_tick: Counter,
+    /// Data messages their sender wrote to the socket itself.
+    pub messages_written_directly: Counter,
     /// Pongs received in answer.
     pub pongs_received: Counter,
     /// Ping/pong round trips, seconds.
@@ -121,6 +123,7 @@ impl Metrics {
             policy_batch_sessions: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]),
             pings_sent: Counter::default(),
             pings_sent_by_tick: Counter::default(),
+            messages_written_directly: Counter::default(),
             pongs_received: Counter::default(),
             rtt_seconds: Histogram::new([1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0]),
             suspect_session_growth: Gauge::default(),
@@ -199,6 +202,11 @@ impl Metrics {
             "vigil_pings_sent_by_tick",
             "Heartbeat pings the shared tick wrote to the socket itself, without waking the session's task",
             metrics.pings_sent_by_tick.clone(),
+        );
+        registry.register(
+            "vigil_messages_written_directly",
+            "Data messages their sender (a publish, a profile's reply) wrote to the socket itself, with nothing queued ahead, without waking the session's task",
+            metrics.messages_written_directly.clone(),
         );
         registry.register(
             "vigil_pongs_received",

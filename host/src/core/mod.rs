@@ -16,6 +16,8 @@ pub mod close_codes;
 pub mod config;
 /// Events on their way to the policy, between ticks.
 mod event_buffer;
+/// Queued messages written straight to the socket by whoever queued them.
+mod flush;
 /// The public handle: accept, publish, list, evict, shut down.
 mod host;
 /// Shared state behind the public handle; private to the core.

@@ -18,7 +18,7 @@ use crate::core::hub::Hub;
 use crate::core::monitor::GrowthMonitor;
 use crate::core::session::state::{ping_payload, SessionState, PING_PAYLOAD_BYTES};
 use crate::core::session::Session;
-use crate::core::write_gate::DirectPing;
+use crate::core::write_gate::DirectWrite;
 
 /// The longest the tick sleeps when nothing is due: events still reach the
 /// policy, and the growth alarm still looks, at least this often.
@@ -102,15 +102,13 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     let mut due = Vec::new();
     let next_due = hub.registry.collect_due(now, &mut due);
     for session in due {
-        let mut torn = false;
         let visit = hub.registry.update(&session, |state| {
             let timing = tiers.timing(state.tier());
             let visit = state.visit(now, timing, tick);
             if visit.wake {
-                match ping_directly(hub, &session, state, now) {
-                    DirectPing::Sent => {}
-                    DirectPing::NotNow => session.wake(),
-                    DirectPing::Torn => torn = true,
+                // A tail of the ping is the task's to write.
+                if ping_directly(hub, &session, state, now) != DirectWrite::Written {
+                    session.wake();
                 }
             }
             if visit.assess {
@@ -126,12 +124,6 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
         });
         if visit.expired {
             hub.evict(session.id, "token-expired", close_codes::TOKEN_EXPIRED);
-        }
-        if torn {
-            tracing::warn!(session_id = session.id, peer = %session.peer, "a ping frame was written in part; the stream is broken");
-            session.lock().count_send_error();
-            hub.metrics.send_failures.inc();
-            hub.evict(session.id, "send-failed", close_codes::INTERNAL_ERROR);
         }
         if visit.assess {
             assessed.push(session);
@@ -171,32 +163,32 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
 }
 
 /// Sends the heartbeat ping the tick's visit just requested, from here,
-/// when the socket takes it whole between the task's frames
-/// ([`crate::core::write_gate`]), reading the socket's `TCP_INFO` first
-/// when the policy is due fresh facts: then the session's task is not woken
-/// for it. `NotNow` leaves the request for the task.
+/// when it can go between the task's frames ([`crate::core::write_gate`]),
+/// reading the socket's `TCP_INFO` first when the policy is due fresh
+/// facts: then the session's task is not woken for it. `NotNow` leaves the
+/// request for the task; `Tail` leaves it the rest of the frame.
 fn ping_directly(
     hub: &Hub,
     session: &Session,
     state: &mut SessionState,
     now: Instant,
-) -> DirectPing {
+) -> DirectWrite {
     let Some(meter) = session.meter.as_deref() else {
-        return DirectPing::NotNow;
+        return DirectWrite::NotNow;
     };
     if !session.endpoint.pinged || !state.ping_pending() {
-        return DirectPing::NotNow;
+        return DirectWrite::NotNow;
     }
     let max_age = hub.config.sessions.tcp_info_max_age();
     let read_tcp = session.socket_is_the_clients() && state.tcp_due_before_ping(now, max_age);
     let sequence = hub.next_ping_sequence();
     let frame = ping_frame(sequence);
-    let outcome = meter.gate.try_ping(&frame, |fd| {
+    let outcome = meter.gate.try_write(&frame, |fd| {
         if read_tcp {
             state.set_tcp(crate::core::tcp::tcp_info(fd), now);
         }
     });
-    if outcome == DirectPing::Sent {
+    if outcome != DirectWrite::NotNow {
         state.take_probe(true, now, || sequence);
         hub.ping_sent(session.id, now);
         hub.metrics.pings_sent_by_tick.inc();

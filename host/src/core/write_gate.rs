@@ -1,13 +1,15 @@
-//! A heartbeat ping written by the shared tick straight to a session's
-//! socket, between the frames its task writes.
+//! Frames written straight to a session's socket by whoever decides them,
+//! between the frames its task writes: the shared tick's heartbeat pings,
+//! and data messages a publish (or a profile) delivers to a session with
+//! nothing queued.
 //!
-//! Every heartbeat of an idle session used to wake its task: the tick asked
-//! for a ping, the runtime scheduled the task, and the task went through the
-//! WebSocket stack (read attempt, frame encoding, flush) to send ten bytes.
-//! That wake and poll were most of an idle host's user-space CPU per
-//! heartbeat (BENCHMARKS.md, issue 16). The tick, which decides the ping
-//! and already holds the session's state, now writes it itself when it
-//! safely can, and wakes the task only when it cannot.
+//! Every such frame used to wake the session's task: the runtime scheduled
+//! it, and the task went through the WebSocket stack (read attempt, frame
+//! encoding, flush) to write it. That wake and poll were most of an idle
+//! host's user-space CPU per heartbeat, and about a third of the host's CPU
+//! per fan-out delivery (BENCHMARKS.md, issue 16). The writer, which
+//! already holds the session's state, now writes the frame itself when it
+//! safely can, and leaves it to the task only when it cannot.
 //!
 //! It can when:
 //! - the connection is plain TCP (under TLS the socket carries records, not
@@ -15,67 +17,84 @@
 //! - the stream is at a frame boundary: nothing written since the last
 //!   completed flush, so no frame is half on the wire ([`WriteGate`]'s task
 //!   bit, kept by the connection's stream);
-//! - the kernel holds nothing unsent or unacknowledged for the socket
-//!   (`SIOCOUTQ` is 0). Then the send buffer is empty, and a ten-byte write
-//!   is taken whole: a short write, which would leave half a frame, happens
-//!   only when the buffer fills mid-write. The kernel is not asked when
-//!   the last thing written was the previous direct ping and its pong came
-//!   back: the pong's segment acknowledged every byte before it
-//!   ([`WriteGate::answered`]), which is an idle session's every heartbeat.
+//! - no earlier direct write still has bytes to go (its tail, below).
 //!
-//! Otherwise the tick wakes the task as before, which sends the ping through
-//! the WebSocket stack, behind whatever it is writing.
+//! Data messages must also keep their order: the writer checks, under the
+//! session's lock, that nothing is queued, and the task claims the stream
+//! under the same lock as it takes a message from the queue
+//! ([`WriteGate::stream_writes`]), so a direct write never passes a message
+//! the task holds.
 //!
-//! While the tick writes, the gate keeps the descriptor open (closing waits
+//! A non-blocking write takes what the send buffer has room for. When that
+//! is only part of the frame, the rest is the frame's **tail**: it is kept
+//! for the connection's stream, which writes it before anything else, and
+//! the session's task is woken to do so. A direct write therefore never
+//! leaves half a frame on the wire, and it never blocks. Tails are rare (a
+//! send buffer full mid-frame), so they live in one table for the process,
+//! not in a field every connection would carry.
+//!
+//! While a writer writes, the gate keeps the descriptor open (closing waits
 //! for it), so the tick also reads the socket's `TCP_INFO` there when the
-//! policy is due fresh facts with the ping.
+//! policy is due fresh facts with a ping.
 
+use std::collections::HashMap;
+use std::io;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWrite;
 
 /// The descriptor's bits in the gate's word; descriptors above this are
 /// never opened (they take the task's path). Far above any open-file limit
 /// in use.
 const FD_BITS: u32 = (1 << 26) - 1;
-/// The last write to the socket was a ping the tick wrote.
-const PING_LAST: u32 = 1 << 26;
-/// ... and its pong came back: the peer acknowledged everything written
-/// (the pong's segment acknowledges all it received before it), so the
-/// kernel holds nothing unsent and need not be asked.
-const ACKED: u32 = 1 << 27;
-/// The session is running on a plain TCP connection: the tick may write.
+/// A direct write left a tail: the stream writes it before anything else,
+/// and no direct write goes until it has.
+const TAIL: u32 = 1 << 27;
+/// The session is running on a plain TCP connection: direct writes may go.
 const OPEN: u32 = 1 << 28;
-/// The stream may be mid-frame: written since its last completed flush.
+/// The stream may be mid-frame (written since its last completed flush),
+/// or the task holds a message it took from the queue and has not flushed.
 const TASK_WRITING: u32 = 1 << 29;
-/// The tick is writing a ping right now.
-const TICK_WRITING: u32 = 1 << 30;
+/// A direct write is under way.
+const DIRECT_WRITING: u32 = 1 << 30;
 /// The connection is closing: its descriptor may be closed at any moment.
 const CLOSED: u32 = 1 << 31;
 
-/// What became of a ping the tick tried to write.
+/// The unwritten ends of frames direct writes wrote in part, by socket.
+static TAILS: LazyLock<Mutex<HashMap<u32, Bytes>>> = LazyLock::new(Default::default);
+
+fn tails() -> std::sync::MutexGuard<'static, HashMap<u32, Bytes>> {
+    TAILS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What became of a frame a writer tried to write directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DirectPing {
+pub enum DirectWrite {
     /// The whole frame is in the kernel's send buffer.
-    Sent,
+    Written,
+    /// Part of it is, and the stream writes the rest before anything else:
+    /// the frame is on its way, but the session's task must be woken.
+    Tail,
     /// Nothing was written: the task must send it.
     NotNow,
-    /// Part of the frame was written and the rest could not be: the stream
-    /// is broken and the session must end. (The empty-buffer rule makes
-    /// this impossible in practice; it is handled, not assumed away.)
-    Torn,
 }
 
 /// Who may write to a connection's socket: its stream (for the session's
-/// task, through the WebSocket stack) or the tick (one ping, whole). One
-/// word, descriptor and state together, so it fits in the padding of the
-/// connection's meter: no memory per session.
+/// task, through the WebSocket stack) or a direct writer (one whole frame).
+/// One word, descriptor and state together, so it fits in the padding of
+/// the connection's meter: no memory per session.
 #[derive(Debug, Default)]
 pub struct WriteGate {
     word: AtomicU32,
 }
 
 impl WriteGate {
-    /// A closed gate: the tick writes nothing until [`WriteGate::open`].
+    /// A closed gate: nothing is written directly until [`WriteGate::open`].
     pub const fn new() -> Self {
         WriteGate {
             word: AtomicU32::new(0),
@@ -83,8 +102,8 @@ impl WriteGate {
     }
 
     /// `fd` is a plain TCP connection (no TLS): once it carries a session,
-    /// the tick may write pings to it between the task's frames. (Before,
-    /// the tick does not know the connection.)
+    /// frames may be written to it directly between the task's. (Before,
+    /// no writer knows the connection.)
     pub fn open(&self, fd: RawFd) {
         let Ok(fd) = u32::try_from(fd) else {
             return;
@@ -99,29 +118,22 @@ impl WriteGate {
             });
     }
 
-    /// The stream is about to write: no direct ping until it has flushed.
-    /// Waits out a ping the tick is writing (one non-blocking system call).
-    pub fn stream_writes(&self) {
-        let before = self.word.fetch_or(TASK_WRITING, Ordering::AcqRel);
-        if before & (PING_LAST | ACKED) != 0 {
-            self.word.fetch_and(!(PING_LAST | ACKED), Ordering::AcqRel);
-        }
-        if before & TICK_WRITING != 0 {
-            self.wait_for_tick();
-        }
+    /// Whether the connection's session is running on plain TCP: the
+    /// first of the rules, cheap to ask before encoding a frame.
+    pub fn is_open(&self) -> bool {
+        self.word.load(Ordering::Acquire) & (OPEN | CLOSED) == OPEN
     }
 
-    /// The pong to the newest ping in flight came back. If that ping was
-    /// the last thing written (a direct one, nothing since), the peer has
-    /// acknowledged every byte, and the next direct ping skips asking the
-    /// kernel. The caller holds the session's state, as the tick does while
-    /// it writes and records a ping, so no newer ping can be on the wire.
-    pub fn answered(&self) {
-        let _ = self
-            .word
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                (word & (PING_LAST | ACKED) == PING_LAST).then_some(word | ACKED)
-            });
+    /// The stream is about to write, or the task took a message from the
+    /// queue: no direct write until the stream has flushed. Waits out a
+    /// direct write under way (one non-blocking system call); never waits
+    /// when the caller holds the session's state, as every direct writer
+    /// does while it writes.
+    pub fn stream_writes(&self) {
+        let before = self.word.fetch_or(TASK_WRITING, Ordering::AcqRel);
+        if before & DIRECT_WRITING != 0 {
+            self.wait_for_direct_write();
+        }
     }
 
     /// The stream flushed: everything it wrote is in the kernel, so the
@@ -130,86 +142,132 @@ impl WriteGate {
         self.word.fetch_and(!TASK_WRITING, Ordering::AcqRel);
     }
 
-    /// The connection is closing; returns once no direct ping is being
-    /// written, so the descriptor can be closed.
+    /// Whether a direct write left a tail the stream has yet to write.
+    pub fn has_tail(&self) -> bool {
+        self.word.load(Ordering::Acquire) & TAIL != 0
+    }
+
+    /// The connection is closing; returns once no direct write is under
+    /// way, so the descriptor can be closed. A tail stays for the stream:
+    /// the closing handshake's frames follow it.
     pub fn close(&self) {
         let before = self.word.fetch_or(CLOSED, Ordering::AcqRel);
-        if before & TICK_WRITING != 0 {
-            self.wait_for_tick();
+        if before & DIRECT_WRITING != 0 {
+            self.wait_for_direct_write();
         }
     }
 
-    fn wait_for_tick(&self) {
-        while self.word.load(Ordering::Acquire) & TICK_WRITING != 0 {
+    fn wait_for_direct_write(&self) {
+        while self.word.load(Ordering::Acquire) & DIRECT_WRITING != 0 {
             std::thread::yield_now();
         }
     }
 
-    /// Writes `frame` (a whole ping frame) to the socket if it can be
-    /// written whole and between frames (see the module's rules). Just
-    /// before, `before_sending` gets the socket's descriptor, open for the
-    /// call (the tick reads the socket's `TCP_INFO` with it when due).
-    pub fn try_ping(&self, frame: &[u8], before_sending: impl FnOnce(RawFd)) -> DirectPing {
+    /// Its socket's descriptor: the key of its tail. Unique among open
+    /// connections, and a tail is discarded before its descriptor closes.
+    fn key(&self) -> u32 {
+        self.word.load(Ordering::Acquire) & FD_BITS
+    }
+
+    /// Writes `frame` (one whole WebSocket frame) to the socket if it can go
+    /// between frames (see the module's rules); what the send buffer cannot
+    /// take becomes the stream's tail. Just before, `before_sending` gets
+    /// the socket's descriptor, open for the call (the tick reads the
+    /// socket's `TCP_INFO` with it when due).
+    pub fn try_write(&self, frame: &[u8], before_sending: impl FnOnce(RawFd)) -> DirectWrite {
         let word = self.word.load(Ordering::Acquire);
-        if word & (OPEN | TASK_WRITING | TICK_WRITING | CLOSED) != OPEN {
-            return DirectPing::NotNow;
+        if word & (OPEN | TASK_WRITING | DIRECT_WRITING | CLOSED | TAIL) != OPEN {
+            return DirectWrite::NotNow;
         }
         if self
             .word
             .compare_exchange(
                 word,
-                word | TICK_WRITING,
+                word | DIRECT_WRITING,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
             .is_err()
         {
-            return DirectPing::NotNow;
+            return DirectWrite::NotNow;
         }
         // Below `FD_BITS`, so it fits.
         let fd = (word & FD_BITS) as RawFd;
-        let outcome = if word & ACKED != 0 || unsent_bytes(fd) == Some(0) {
-            before_sending(fd);
-            send_whole(fd, frame)
-        } else {
-            DirectPing::NotNow
+        before_sending(fd);
+        let written = send_some(fd, frame);
+        let outcome = match written {
+            0 => DirectWrite::NotNow,
+            written if written == frame.len() => DirectWrite::Written,
+            written => {
+                tails().insert(self.key(), Bytes::copy_from_slice(&frame[written..]));
+                DirectWrite::Tail
+            }
         };
-        let _ = self
-            .word
+        let tail = if outcome == DirectWrite::Tail {
+            TAIL
+        } else {
+            0
+        };
+        self.word
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                Some(match outcome {
-                    // This ping is now the last write, not yet answered.
-                    DirectPing::Sent => (word & !(TICK_WRITING | ACKED)) | PING_LAST,
-                    DirectPing::NotNow => word & !TICK_WRITING,
-                    DirectPing::Torn => word & !(TICK_WRITING | ACKED | PING_LAST),
-                })
-            });
+                Some((word & !DIRECT_WRITING) | tail)
+            })
+            .ok();
         outcome
+    }
+
+    /// The stream's part: writes the tail a direct write left, if any, to
+    /// `socket`. Ready once there is none; the caller has claimed the
+    /// stream ([`WriteGate::stream_writes`]), so no new one can appear.
+    pub fn poll_write_tail<W: AsyncWrite + Unpin>(
+        &self,
+        cx: &mut Context<'_>,
+        socket: &mut W,
+    ) -> Poll<io::Result<()>> {
+        while self.has_tail() {
+            let Some(tail) = tails().get(&self.key()).cloned() else {
+                self.word.fetch_and(!TAIL, Ordering::AcqRel);
+                break;
+            };
+            let written = ready!(Pin::new(&mut *socket).poll_write(cx, &tail))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let mut tails = tails();
+            match tails.get_mut(&self.key()) {
+                Some(rest) if rest.len() > written => rest.advance(written),
+                _ => {
+                    tails.remove(&self.key());
+                    self.word.fetch_and(!TAIL, Ordering::AcqRel);
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Forgets a tail no stream will write (the connection is gone).
+    pub fn discard_tail(&self) {
+        if self.word.fetch_and(!TAIL, Ordering::AcqRel) & TAIL != 0 {
+            tails().remove(&self.key());
+        }
     }
 }
 
-/// Bytes the kernel holds for the socket, unsent or unacknowledged.
-#[cfg(target_os = "linux")]
-fn unsent_bytes(fd: RawFd) -> Option<libc::c_int> {
-    let mut queued: libc::c_int = 0;
+impl Drop for WriteGate {
+    fn drop(&mut self) {
+        // Keyed by descriptor: a later connection's gate must not find it.
+        self.discard_tail();
+    }
+}
+
+/// Sends what the socket takes of `frame` now: the bytes written, 0 when
+/// none (`EAGAIN`, or an error the task's own write will meet and report
+/// as it always has).
+fn send_some(fd: RawFd, frame: &[u8]) -> usize {
     // SAFETY: the gate is open and not closed, so `fd` is the connection's
     // open socket until the gate's `close` returns, which waits for this
-    // call; `queued` is a writable `int`, as `SIOCOUTQ` (`TIOCOUTQ`) wants.
-    #[allow(unsafe_code)]
-    let result = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
-    (result == 0).then_some(queued)
-}
-
-/// Elsewhere the kernel is not asked, so the tick never writes.
-#[cfg(not(target_os = "linux"))]
-fn unsent_bytes(_fd: RawFd) -> Option<libc::c_int> {
-    None
-}
-
-fn send_whole(fd: RawFd, frame: &[u8]) -> DirectPing {
-    // SAFETY: as in `unsent_bytes`, `fd` is open for this call; `frame` is
-    // a readable buffer of `frame.len()` bytes. Non-blocking, and no
-    // SIGPIPE on a connection the peer reset.
+    // call; `frame` is a readable buffer of `frame.len()` bytes.
+    // Non-blocking, and no SIGPIPE on a connection the peer reset.
     #[allow(unsafe_code)]
     let written = unsafe {
         libc::send(
@@ -219,20 +277,14 @@ fn send_whole(fd: RawFd, frame: &[u8]) -> DirectPing {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
-    match usize::try_from(written) {
-        Ok(written) if written == frame.len() => DirectPing::Sent,
-        // Nothing written (`EAGAIN`, or an error the task's own write will
-        // meet and report as it always has).
-        Ok(0) | Err(_) => DirectPing::NotNow,
-        Ok(_) => DirectPing::Torn,
-    }
+    usize::try_from(written).unwrap_or(0)
 }
 
 #[cfg(test)]
 #[allow(clippy::expect_used)] // a failed expectation is the test failing
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
 
     fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
@@ -248,12 +300,12 @@ mod tests {
         let (server, mut client) = pair();
         let gate = WriteGate::new();
         assert_eq!(
-            gate.try_ping(b"ping!", |_| {}),
-            DirectPing::NotNow,
+            gate.try_write(b"ping!", |_| {}),
+            DirectWrite::NotNow,
             "an unopened gate wrote"
         );
         gate.open(server.as_raw_fd());
-        assert_eq!(gate.try_ping(b"ping!", |_| {}), DirectPing::Sent);
+        assert_eq!(gate.try_write(b"ping!", |_| {}), DirectWrite::Written);
         let mut got = [0u8; 5];
         client.read_exact(&mut got).expect("the frame arrived");
         assert_eq!(&got, b"ping!");
@@ -266,64 +318,56 @@ mod tests {
         gate.open(server.as_raw_fd());
         gate.stream_writes();
         assert_eq!(
-            gate.try_ping(b"x", |_| {}),
-            DirectPing::NotNow,
+            gate.try_write(b"x", |_| {}),
+            DirectWrite::NotNow,
             "wrote into a frame"
         );
         gate.stream_flushed();
+        assert_eq!(gate.try_write(b"x", |_| {}), DirectWrite::Written);
         gate.close();
         assert_eq!(
-            gate.try_ping(b"x", |_| {}),
-            DirectPing::NotNow,
+            gate.try_write(b"x", |_| {}),
+            DirectWrite::NotNow,
             "wrote while closing"
         );
     }
 
     #[test]
-    fn bytes_the_peer_has_not_acknowledged_keep_the_tick_out() {
+    fn a_frame_the_send_buffer_takes_in_part_leaves_its_tail_and_keeps_writers_out() {
         let (server, client) = pair();
         let gate = WriteGate::new();
         gate.open(server.as_raw_fd());
-        // The client stops reading: fill its receive buffer and the
-        // server's send buffer until the kernel holds unsent bytes.
-        server.set_nonblocking(true).expect("non-blocking");
-        let chunk = vec![0u8; 64 << 10];
-        while (&server).write_all_nonblocking(&chunk) {}
-        assert_eq!(gate.try_ping(b"x", |_| {}), DirectPing::NotNow);
+        // The client reads nothing: a frame far larger than both buffers
+        // goes in part.
+        let frame = vec![7u8; 16 << 20];
+        assert_eq!(gate.try_write(&frame, |_| {}), DirectWrite::Tail);
+        assert!(gate.has_tail());
+        let tail_len = tails().get(&gate.key()).map(Bytes::len).expect("a tail");
+        assert!(tail_len > 0 && tail_len < frame.len());
+        assert_eq!(
+            gate.try_write(b"next", |_| {}),
+            DirectWrite::NotNow,
+            "a direct write went ahead of a tail"
+        );
+        let key = gate.key();
+        drop(gate);
+        assert!(
+            !tails().contains_key(&key),
+            "a dropped gate's tail stayed in the table"
+        );
         drop(client);
     }
 
     #[test]
-    fn only_an_answered_direct_ping_with_nothing_written_since_spares_the_kernel_check() {
-        let (server, _client) = pair();
+    fn a_full_send_buffer_takes_nothing_and_leaves_no_tail() {
+        let (server, client) = pair();
         let gate = WriteGate::new();
         gate.open(server.as_raw_fd());
-        let acked = |gate: &WriteGate| gate.word.load(Ordering::Acquire) & ACKED != 0;
-        gate.answered();
-        assert!(!acked(&gate), "a pong to no direct ping counted");
-        assert_eq!(gate.try_ping(b"1", |_| {}), DirectPing::Sent);
-        gate.answered();
-        assert!(acked(&gate), "the answered direct ping did not count");
-        assert_eq!(gate.try_ping(b"2", |_| {}), DirectPing::Sent);
-        assert!(
-            !acked(&gate),
-            "a new ping on the wire still counted as answered"
-        );
-        gate.stream_writes();
-        gate.stream_flushed();
-        gate.answered();
-        assert!(!acked(&gate), "a pong after the stream wrote counted");
-    }
-
-    trait WriteNonBlocking {
-        /// Writes what the socket takes; false once it takes nothing.
-        fn write_all_nonblocking(self, bytes: &[u8]) -> bool;
-    }
-
-    impl WriteNonBlocking for &std::net::TcpStream {
-        fn write_all_nonblocking(mut self, bytes: &[u8]) -> bool {
-            use std::io::Write;
-            matches!(self.write(bytes), Ok(written) if written > 0)
-        }
+        server.set_nonblocking(true).expect("non-blocking");
+        let chunk = vec![0u8; 64 << 10];
+        while matches!((&server).write(&chunk), Ok(written) if written > 0) {}
+        assert_eq!(gate.try_write(b"x", |_| {}), DirectWrite::NotNow);
+        assert!(!gate.has_tail());
+        drop(client);
     }
 }

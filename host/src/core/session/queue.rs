@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use axum::extract::ws::Message;
+use vigil_policy_runtime::FrameKind;
 
 /// Outcome of offering a message to a session's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,25 @@ pub fn message_len(message: &Message) -> usize {
         Message::Text(text) => text.len(),
         Message::Binary(bytes) => bytes.len(),
         _ => 0,
+    }
+}
+
+/// A frame's payload size, control frames included, as frame events report it.
+pub(crate) fn frame_size(message: &Message) -> usize {
+    match message {
+        Message::Ping(payload) | Message::Pong(payload) => payload.len(),
+        other => message_len(other),
+    }
+}
+
+/// A frame's kind, as frame events report it.
+pub(crate) fn frame_kind(message: &Message) -> FrameKind {
+    match message {
+        Message::Text(_) => FrameKind::Text,
+        Message::Binary(_) => FrameKind::Binary,
+        Message::Ping(_) => FrameKind::Ping,
+        Message::Pong(_) => FrameKind::Pong,
+        Message::Close(_) => FrameKind::Close,
     }
 }
 
@@ -95,6 +115,11 @@ impl OutboundQueue {
             self.backlog_since = None;
         }
         Some(message)
+    }
+
+    /// The queued messages, next first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Message> {
+        self.frames.iter()
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -284,6 +284,11 @@ impl SessionState {
         self.queue.pop(soft)
     }
 
+    /// The queued messages, next first.
+    pub(crate) fn queued(&self) -> impl Iterator<Item = &Message> {
+        self.queue.iter()
+    }
+
     /// Whether anything waits to be written.
     pub(crate) fn has_outbound(&self) -> bool {
         !self.queue.is_empty()
@@ -429,11 +434,6 @@ impl SessionState {
         self.last_pong = Some(now);
         self.overdue_reported = false;
         Some(Pong { rtt, rtt_ms })
-    }
-
-    /// Pings sent and not yet answered.
-    pub(crate) fn pings_in_flight(&self) -> usize {
-        self.pings.len()
     }
 
     /// A write failed (the session ends with it).

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{Sink, StreamExt};
-use vigil_policy_runtime::{EventKind, FrameKind};
+use vigil_policy_runtime::EventKind;
 
 use crate::core::hub::Hub;
-use crate::core::session::queue::message_len;
+use crate::core::session::queue::{frame_kind, frame_size};
 use crate::core::session::state::{ping_payload, CloseRequest, Probe};
 use crate::core::session::Session;
 
@@ -90,7 +90,16 @@ fn drive_writes(
         ready!(Pin::new(&mut *sink).poll_ready(cx))?;
         let message = match control.take() {
             Some(message) => Some(message),
-            None => session.lock().pop_outbound(soft_mark),
+            None => {
+                let mut state = session.lock();
+                let message = state.pop_outbound(soft_mark);
+                // Claimed under the lock that direct writers of data hold:
+                // none can pass the message on its way through the stack.
+                if let (Some(_), Some(meter)) = (&message, &session.meter) {
+                    meter.gate.stream_writes();
+                }
+                message
+            }
         };
         if let Some(message) = message {
             if hub.config.sessions.frame_events {
@@ -109,24 +118,6 @@ fn drive_writes(
         *needs_flush = false;
     }
     Poll::Ready(Ok(()))
-}
-
-/// A frame's payload size, control frames included, as frame events report it.
-fn frame_size(message: &Message) -> usize {
-    match message {
-        Message::Ping(payload) | Message::Pong(payload) => payload.len(),
-        other => message_len(other),
-    }
-}
-
-fn frame_kind(message: &Message) -> FrameKind {
-    match message {
-        Message::Text(_) => FrameKind::Text,
-        Message::Binary(_) => FrameKind::Binary,
-        Message::Ping(_) => FrameKind::Ping,
-        Message::Pong(_) => FrameKind::Pong,
-        Message::Close(_) => FrameKind::Close,
-    }
 }
 
 /// The close code for a read error: 1009 for an oversized message, 1007 for
@@ -241,6 +232,14 @@ async fn run(
                     hub.ping_sent(session.id, now);
                 }
             }
+            // A direct write's tail goes out with the next flush.
+            if session
+                .meter
+                .as_ref()
+                .is_some_and(|meter| meter.gate.has_tail())
+            {
+                needs_flush = true;
+            }
             has_writes = needs_flush || control.is_some() || queued;
         }
 
@@ -344,14 +343,7 @@ fn on_inbound(
             // session's assessment forward (`SessionState::record_pong`).
             let pong = hub.registry.update(session, |state| {
                 state.record_inbound(now, false);
-                let pong = state.record_pong(&payload, now);
-                // Under the state's lock, as the tick writes and records pings.
-                if pong.is_some() && state.pings_in_flight() == 0 {
-                    if let Some(meter) = &session.meter {
-                        meter.gate.answered();
-                    }
-                }
-                pong
+                state.record_pong(&payload, now)
             });
             if let Some(pong) = pong {
                 hub.metrics.pongs_received.inc();

@@ -1,8 +1,11 @@
-//! Heartbeat pings the tick writes straight to the socket, between the
-//! frames the session's task writes (`core::write_gate`): a client receiving
-//! a stream of published messages, large and small, still reads whole
-//! frames in order, and answers pings the tick wrote; and the socket's TCP
-//! facts are read by the tick with the pings it writes.
+//! Frames written straight to the socket by whoever decides them, between
+//! the frames the session's task writes (`core::write_gate`, `core::flush`):
+//! heartbeat pings by the tick, published messages by the publish. A client
+//! receiving a stream of published messages, large and small, still reads
+//! whole frames in order, and answers pings the tick wrote; a client that
+//! stops reading gets every message whole once it reads again, though the
+//! send buffer filled mid-frame; and the socket's TCP facts are read by the
+//! tick with the pings it writes.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +27,7 @@ fn message(n: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pings_the_tick_writes_never_split_the_frames_the_task_writes() {
+async fn frames_written_directly_never_split_the_frames_the_task_writes() {
     let mut config = fast_config();
     // A heartbeat every tick, so pings keep landing between and during
     // the published frames.
@@ -98,6 +101,59 @@ async fn pings_the_tick_writes_never_split_the_frames_the_task_writes() {
         "the tick wrote {by_tick} pings itself in 3 s of pings every 10 ms"
     );
     assert!(pongs >= by_tick / 2.0, "{pongs} pongs for {by_tick} pings");
+    // Messages up to 64 KiB go directly when nothing is ahead of them; the
+    // 400 kB ones always through the task.
+    let direct = metric(&metrics, "vigil_messages_written_directly_total");
+    assert!(
+        direct >= (published / 3) as f64 && direct < published as f64,
+        "{direct} of {published} messages written directly"
+    );
+    shut_down(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gets_every_message_whole_when_it_reads_again() {
+    let mut config = fast_config();
+    // No heartbeat while the client reads nothing: it could not answer.
+    config.tiers = TiersConfig::uniform(TierTiming {
+        ping_interval_ms: 60_000,
+        pong_timeout_ms: 60_000,
+    });
+    config.sessions.queue_max_bytes = 64 << 20;
+    config.sessions.queue_soft_bytes = 32 << 20;
+    let server = start_host(config, DEFAULT_POLICY, r#"{"new_session_ms": 0}"#).await;
+    let address = server.address;
+    let (mut socket, _) = match tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await
+    {
+        Ok(connected) => connected,
+        Err(error) => panic!("cannot connect: {error}"),
+    };
+    assert!(sessions_become(address, 1, Duration::from_secs(5)).await);
+
+    // 8 MB while the client reads nothing: the kernel's buffers fill, a
+    // direct write meets a full send buffer mid-frame, and the rest queues.
+    let message = |n: usize| format!("{n}:{}", "y".repeat(30_000 + n % 7));
+    let total = 270;
+    for n in 0..total {
+        let body = serde_json::json!({"to": "all", "data": message(n)}).to_string();
+        let answer = http(address, "POST", "/publish", Some(&body), None).await;
+        assert_eq!(answer.json["delivered"], 1, "{}", answer.text);
+    }
+    let metrics = metrics_text(address).await;
+    let direct = metric(&metrics, "vigil_messages_written_directly_total");
+    assert!(
+        direct >= 1.0 && direct < total as f64,
+        "{direct} of {total} written directly: the buffers never filled"
+    );
+
+    for n in 0..total {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                assert!(*text == message(n), "message {n} arrived altered");
+            }
+            other => panic!("message {n}: {other:?}"),
+        }
+    }
     shut_down(server).await;
 }
 
