@@ -5,9 +5,18 @@
 //! A delivery to one session is written right after it is queued, on the
 //! caller's thread. A publish to many is queued to all of them first, and
 //! written by flush jobs of [`FLUSH_JOB_SESSIONS`] sessions each, spawned
-//! on the runtime as the publish goes: the publish answers as soon as
-//! everything is queued, the jobs run on every worker, and a session that
-//! received several messages before its job ran gets them in one write.
+//! on the runtime as the publish goes, which take turns in one
+//! [`FlushLane`]: the publish answers as soon as everything is queued, and
+//! a session that received several messages before its job ran gets them
+//! in one write.
+//!
+//! One lane, not a job per worker at once: measured on loopback with
+//! 10 000 receivers (BENCHMARKS.md, issue 16, sixth part), writers on two
+//! workers at once cost more CPU per delivery than one (their sends wake
+//! the same receivers' epoll, whose lock they then contend for), and one
+//! writer falls behind a burst of publishes just enough that messages
+//! coalesce. A single-threaded server (Node's `ws`) has the same ceiling
+//! of one core's sends per second.
 //! Whatever cannot go directly (a TLS session, a stream mid-frame, a
 //! message too large to coalesce, a full send buffer) is left to the
 //! session's task, which is woken for it, as before.
@@ -124,11 +133,17 @@ fn encode(message: &Message, frames: &mut Vec<u8>) -> bool {
     true
 }
 
+/// Where publishes' flush jobs take turns, one at a time, in the order
+/// they were spawned.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FlushLane(Arc<tokio::sync::Mutex<()>>);
+
 /// The sessions a publish queued a message for, flushed by `flush` in
 /// jobs of [`FLUSH_JOB_SESSIONS`] as they come, the last part when the
 /// publish is done ([`FlushJobs::finish`]).
 pub(crate) struct FlushJobs<F> {
     flush: F,
+    lane: FlushLane,
     pending: Vec<Arc<Session>>,
     /// The runtime to spawn on; without one, everything is flushed here.
     runtime: Option<tokio::runtime::Handle>,
@@ -136,10 +151,11 @@ pub(crate) struct FlushJobs<F> {
 }
 
 impl<F: Fn(&Session) + Clone + Send + 'static> FlushJobs<F> {
-    /// No sessions yet.
-    pub(crate) fn new(flush: F) -> Self {
+    /// No sessions yet; jobs will run in `lane`.
+    pub(crate) fn new(flush: F, lane: &FlushLane) -> Self {
         FlushJobs {
             flush,
+            lane: lane.clone(),
             pending: Vec::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             spawned: false,
@@ -160,7 +176,9 @@ impl<F: Fn(&Session) + Clone + Send + 'static> FlushJobs<F> {
         match &self.runtime {
             Some(runtime) => {
                 let flush = self.flush.clone();
+                let lane = self.lane.clone();
                 runtime.spawn(async move {
+                    let _turn = lane.0.lock().await;
                     for session in &sessions {
                         flush(session);
                     }

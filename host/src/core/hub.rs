@@ -15,7 +15,7 @@ use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, Session
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
 use crate::core::event_buffer::{Added, EventBuffer};
-use crate::core::flush::{self, FlushJobs};
+use crate::core::flush::{self, FlushJobs, FlushLane};
 use crate::core::inbound::InboundBudget;
 use crate::core::metrics::Metrics;
 use crate::core::observer::{OpenedSession, SessionObserver};
@@ -58,6 +58,8 @@ pub(crate) struct Hub {
     pub(crate) recording: tokio::sync::Mutex<Option<Recording>>,
     /// The last removals, whole, for operators.
     pub(crate) removals: RecentRemovals,
+    /// Where publishes' writes take turns ([`crate::core::flush`]).
+    flush_lane: FlushLane,
     started: Instant,
     events: EventBuffer,
     ping_sequence: AtomicU64,
@@ -123,6 +125,7 @@ impl Hub {
             observer: std::sync::OnceLock::new(),
             recording: tokio::sync::Mutex::new(None),
             removals: RecentRemovals::default(),
+            flush_lane: FlushLane::default(),
             config,
             policy,
             engine,
@@ -433,7 +436,10 @@ impl Hub {
         let mut report = PublishReport::default();
         let hard = self.config.sessions.queue_max_bytes;
         let hub = Arc::clone(self);
-        let mut flushes = FlushJobs::new(move |session: &Session| hub.flush(session));
+        let mut flushes = FlushJobs::new(
+            move |session: &Session| hub.flush(session),
+            &self.flush_lane,
+        );
         let mut offer = |session: &Arc<Session>| {
             if !session.endpoint.receives_published {
                 return;
