@@ -8,7 +8,9 @@
 //! on the runtime as the publish goes, which take turns in one
 //! [`FlushLane`]: the publish answers as soon as everything is queued, and
 //! a session that received several messages before its job ran gets them
-//! in one write.
+//! in one write. Whatever cannot go directly (a TLS session, a stream
+//! mid-frame, a message too large to coalesce, a full send buffer) is left
+//! to the session's task, which is woken for it, as before.
 //!
 //! One lane, not a job per worker at once: measured on loopback with
 //! 10 000 receivers (BENCHMARKS.md, issue 16, sixth part), writers on two
@@ -17,9 +19,6 @@
 //! writer falls behind a burst of publishes just enough that messages
 //! coalesce. A single-threaded server (Node's `ws`) has the same ceiling
 //! of one core's sends per second.
-//! Whatever cannot go directly (a TLS session, a stream mid-frame, a
-//! message too large to coalesce, a full send buffer) is left to the
-//! session's task, which is woken for it, as before.
 
 use std::cell::RefCell;
 use std::sync::Arc;
