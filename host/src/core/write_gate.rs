@@ -1,7 +1,7 @@
 //! Frames written straight to a session's socket by whoever decides them,
 //! between the frames its task writes: the shared tick's heartbeat pings,
-//! and data messages a publish (or a profile) delivers to a session with
-//! nothing queued.
+//! and data messages, written by whoever queued them (a publish, a
+//! profile's reply; [`crate::core::flush`]).
 //!
 //! Every such frame used to wake the session's task: the runtime scheduled
 //! it, and the task went through the WebSocket stack (read attempt, frame
@@ -19,11 +19,11 @@
 //!   bit, kept by the connection's stream);
 //! - no earlier direct write still has bytes to go (its tail, below).
 //!
-//! Data messages must also keep their order: the writer checks, under the
-//! session's lock, that nothing is queued, and the task claims the stream
-//! under the same lock as it takes a message from the queue
-//! ([`WriteGate::stream_writes`]), so a direct write never passes a message
-//! the task holds.
+//! Data messages must also keep their order: the writer takes them from the
+//! head of the session's queue under the session's lock, and the task
+//! claims the stream under the same lock as it takes a message from the
+//! queue ([`WriteGate::stream_writes`]), so a direct write never passes a
+//! message the task holds.
 //!
 //! A non-blocking write takes what the send buffer has room for. When that
 //! is only part of the frame, the rest is the frame's **tail**: it is kept
