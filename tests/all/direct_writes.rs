@@ -19,6 +19,34 @@ use crate::support::{
     start_host, wait_until, WsClient,
 };
 
+/// A client of its own type: it reads when the test says.
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A host on `config` whose queues hold everything these tests publish,
+/// and its one client, connected and listed.
+async fn host_with_one_client(
+    mut config: vigil::config::VigilConfig,
+) -> (vigil::RunningServer, Client) {
+    config.sessions.queue_max_bytes = 64 << 20;
+    config.sessions.queue_soft_bytes = 32 << 20;
+    let server = start_host(config, DEFAULT_POLICY, r#"{"new_session_ms": 0}"#).await;
+    let address = server.address;
+    let (socket, _) = match tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await {
+        Ok(connected) => connected,
+        Err(error) => panic!("cannot connect: {error}"),
+    };
+    assert!(sessions_become(address, 1, Duration::from_secs(5)).await);
+    (server, socket)
+}
+
+/// Publishes `data` to all, which is the one client.
+async fn publish_to_the_client(address: std::net::SocketAddr, data: &str) {
+    let body = serde_json::json!({"to": "all", "data": data}).to_string();
+    let answer = http(address, "POST", "/publish", Some(&body), None).await;
+    assert_eq!(answer.json["delivered"], 1, "{}", answer.text);
+}
+
 /// The published message number `n`: its number, then padding of a size
 /// that cycles from a few bytes to more than a socket buffer takes at once.
 fn message(n: usize) -> String {
@@ -36,15 +64,8 @@ async fn frames_written_directly_never_split_the_frames_the_task_writes() {
         pong_timeout_ms: 2_000,
     });
     config.sessions.tick_ms = 10;
-    config.sessions.queue_max_bytes = 64 << 20;
-    config.sessions.queue_soft_bytes = 32 << 20;
-    let server = start_host(config, DEFAULT_POLICY, r#"{"new_session_ms": 0}"#).await;
+    let (server, socket) = host_with_one_client(config).await;
     let address = server.address;
-    let (socket, _) = match tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await {
-        Ok(connected) => connected,
-        Err(error) => panic!("cannot connect: {error}"),
-    };
-    assert!(sessions_become(address, 1, Duration::from_secs(5)).await);
 
     // The client reads everything as it comes; tungstenite answers each
     // ping as it reads it.
@@ -69,9 +90,7 @@ async fn frames_written_directly_never_split_the_frames_the_task_writes() {
     let started = Instant::now();
     let mut published = 0;
     while started.elapsed() < Duration::from_secs(3) {
-        let body = serde_json::json!({"to": "all", "data": message(published)}).to_string();
-        let answer = http(address, "POST", "/publish", Some(&body), None).await;
-        assert_eq!(answer.json["delivered"], 1, "{}", answer.text);
+        publish_to_the_client(address, &message(published)).await;
         published += 1;
     }
     let done = http(
@@ -119,25 +138,15 @@ async fn a_client_that_stops_reading_gets_every_message_whole_when_it_reads_agai
         ping_interval_ms: 60_000,
         pong_timeout_ms: 60_000,
     });
-    config.sessions.queue_max_bytes = 64 << 20;
-    config.sessions.queue_soft_bytes = 32 << 20;
-    let server = start_host(config, DEFAULT_POLICY, r#"{"new_session_ms": 0}"#).await;
+    let (server, mut socket) = host_with_one_client(config).await;
     let address = server.address;
-    let (mut socket, _) = match tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await
-    {
-        Ok(connected) => connected,
-        Err(error) => panic!("cannot connect: {error}"),
-    };
-    assert!(sessions_become(address, 1, Duration::from_secs(5)).await);
 
     // 8 MB while the client reads nothing: the kernel's buffers fill, a
     // direct write meets a full send buffer mid-frame, and the rest queues.
     let message = |n: usize| format!("{n}:{}", "y".repeat(30_000 + n % 7));
     let total = 270;
     for n in 0..total {
-        let body = serde_json::json!({"to": "all", "data": message(n)}).to_string();
-        let answer = http(address, "POST", "/publish", Some(&body), None).await;
-        assert_eq!(answer.json["delivered"], 1, "{}", answer.text);
+        publish_to_the_client(address, &message(n)).await;
     }
     let metrics = metrics_text(address).await;
     let direct = metric(&metrics, "vigil_messages_written_directly_total");

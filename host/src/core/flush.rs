@@ -27,7 +27,7 @@ use axum::extract::ws::Message;
 
 use crate::core::session::queue::message_len;
 use crate::core::session::Session;
-use crate::core::write_gate::DirectWrite;
+use crate::core::write_gate::{DirectWrite, WriteGate};
 
 /// Sessions one flush job writes to.
 pub(crate) const FLUSH_JOB_SESSIONS: usize = 256;
@@ -36,6 +36,9 @@ pub(crate) const FLUSH_JOB_SESSIONS: usize = 256;
 /// larger than this alone goes through the session's task, which streams
 /// it from the shared payload instead of copying it.
 const MAX_DIRECT_BYTES: usize = 64 << 10;
+
+/// The longest header [`encode`] writes: two bytes and an 8-byte length.
+const MAX_HEADER_BYTES: usize = 10;
 
 thread_local! {
     /// The frames of one direct write, reused from write to write.
@@ -51,6 +54,13 @@ pub(crate) struct Flushed {
     pub(crate) wake_task: bool,
 }
 
+/// The session's write gate, if its socket takes direct writes at all (a
+/// running plain-TCP session); otherwise its task writes everything.
+pub(crate) fn direct_gate(session: &Session) -> Option<&WriteGate> {
+    let gate = &session.meter.as_deref()?.gate;
+    gate.is_open().then_some(gate)
+}
+
 /// Writes the session's queued messages to its socket if it may, as many
 /// as fit in one write, taking them from the queue (`soft_mark` as the
 /// queue's) and handing each to `on_written`.
@@ -63,12 +73,9 @@ pub(crate) fn write_queued(
         written: 0,
         wake_task: true,
     };
-    let Some(meter) = session.meter.as_deref() else {
+    let Some(gate) = direct_gate(session) else {
         return wake;
     };
-    if !meter.gate.is_open() {
-        return wake;
-    }
     FRAMES.with_borrow_mut(|frames| {
         frames.clear();
         // Under the session's lock from the first look at the queue to the
@@ -77,7 +84,7 @@ pub(crate) fn write_queued(
         let mut state = session.lock();
         let mut count = 0usize;
         for message in state.queued() {
-            if frames.len() + message_len(message) + 10 > MAX_DIRECT_BYTES
+            if frames.len() + message_len(message) + MAX_HEADER_BYTES > MAX_DIRECT_BYTES
                 || !encode(message, frames)
             {
                 break;
@@ -90,7 +97,7 @@ pub(crate) fn write_queued(
                 wake_task: state.has_outbound(),
             };
         }
-        let outcome = meter.gate.try_write(frames, |_| {});
+        let outcome = gate.try_write(frames, |_| {});
         if outcome == DirectWrite::NotNow {
             return wake;
         }

@@ -21,7 +21,7 @@ use crate::core::metrics::Metrics;
 use crate::core::observer::{OpenedSession, SessionObserver};
 use crate::core::registry::{Refused, Registry};
 use crate::core::removals::{RecentRemovals, Removal};
-use crate::core::session::queue::{frame_kind, frame_size, message_len, Enqueued};
+use crate::core::session::queue::{frame_sent, message_len, Enqueued};
 use crate::core::session::state::CloseRequest;
 use crate::core::session::Session;
 
@@ -355,8 +355,7 @@ impl Hub {
     /// of it ([`crate::core::flush`]); tells the policy of backpressure and
     /// counts what was dropped.
     pub(crate) fn deliver(&self, session: &Session, message: Message) -> Enqueued {
-        let hard = self.config.sessions.queue_max_bytes;
-        self.deliver_within(session, message, hard)
+        self.deliver_within(session, message, self.config.sessions.queue_max_bytes)
     }
 
     /// [`Hub::deliver`] without the hard limit (the soft mark still counts):
@@ -381,14 +380,7 @@ impl Hub {
         let flushed =
             flush::write_queued(session, self.config.sessions.queue_soft_bytes, |message| {
                 if let Some(now) = now {
-                    self.event_at(
-                        EventKind::FrameSent {
-                            session: session.id,
-                            kind: frame_kind(message),
-                            size_bytes: frame_size(message) as u32,
-                        },
-                        now,
-                    );
+                    self.event_at(frame_sent(session.id, message), now);
                 }
             });
         if flushed.written > 0 {
@@ -447,7 +439,13 @@ impl Hub {
             match self.enqueue(session, data.clone(), hard) {
                 Enqueued::Immediate => {
                     report.delivered += 1;
-                    flushes.add(session);
+                    // Only a socket that takes direct writes waits for a
+                    // job; any other's task writes it, woken now.
+                    if flush::direct_gate(session).is_some() {
+                        flushes.add(session);
+                    } else {
+                        session.wake();
+                    }
                 }
                 Enqueued::Behind | Enqueued::CrossedSoftMark(_) => {
                     report.delivered += 1;

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use axum::extract::ws::Message;
-use vigil_policy_runtime::FrameKind;
+use vigil_policy_runtime::{EventKind, FrameKind, SessionId};
 
 /// Outcome of offering a message to a session's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,16 @@ pub(crate) fn frame_kind(message: &Message) -> FrameKind {
         Message::Ping(_) => FrameKind::Ping,
         Message::Pong(_) => FrameKind::Pong,
         Message::Close(_) => FrameKind::Close,
+    }
+}
+
+/// The event of `message` going out to `session` (when frame events are
+/// on), whichever way it was written.
+pub(crate) fn frame_sent(session: SessionId, message: &Message) -> EventKind {
+    EventKind::FrameSent {
+        session,
+        kind: frame_kind(message),
+        size_bytes: frame_size(message) as u32,
     }
 }
 

@@ -13,7 +13,7 @@ use futures_util::{Sink, StreamExt};
 use vigil_policy_runtime::EventKind;
 
 use crate::core::hub::Hub;
-use crate::core::session::queue::{frame_kind, frame_size};
+use crate::core::session::queue::{frame_kind, frame_sent, frame_size};
 use crate::core::session::state::{ping_payload, CloseRequest, Probe};
 use crate::core::session::Session;
 
@@ -103,11 +103,7 @@ fn drive_writes(
         };
         if let Some(message) = message {
             if hub.config.sessions.frame_events {
-                hub.event(EventKind::FrameSent {
-                    session: session.id,
-                    kind: frame_kind(&message),
-                    size_bytes: frame_size(&message) as u32,
-                });
+                hub.event(frame_sent(session.id, &message));
             }
             Pin::new(&mut *sink).start_send(message)?;
             *needs_flush = true;
