@@ -157,16 +157,22 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: watch:
         let io = MeteredStream::new(stream, Arc::clone(&meter), guard);
         let deadline = tokio::time::Instant::now() + shared.server.handshake_timeout();
         match &shared.tls {
-            Some(tls) => match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {
-                Ok(Ok(io)) => {
-                    serve_http(&shared, io, peer, fd, meter, deadline, handshake, stop).await
+            Some(tls) => {
+                // The accept future owns the socket: it is held until the
+                // refusal is counted, so whoever sees the close sees the count.
+                let accept = tls.acceptor().accept(io);
+                tokio::pin!(accept);
+                match tokio::time::timeout_at(deadline, &mut accept).await {
+                    Ok(Ok(io)) => {
+                        serve_http(&shared, io, peer, fd, meter, deadline, handshake, stop).await
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        shared.host.metrics().refused("tls");
+                    }
+                    Err(_) => shared.host.metrics().refused("handshake-timeout"),
                 }
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    shared.host.metrics().refused("tls");
-                }
-                Err(_) => shared.host.metrics().refused("handshake-timeout"),
-            },
+            }
             None => {
                 // Plain TCP: the socket carries the frames themselves, so
                 // the tick may write a session's pings between them.
