@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    fast_config, http, metric, raw_status, session_count, start_host, wait_until, WsClient,
+    fast_config, http, metric, raw_status, session_count, sessions_become, start_host, wait_until,
+    WsClient,
 };
 use vigil_tests::DEFAULT_POLICY;
 
@@ -274,6 +275,8 @@ async fn client_pings_are_answered_at_once_and_identity_can_come_in_a_header() {
         Ok(connected) => connected,
         Err(error) => panic!("cannot connect: {error}"),
     };
+    // The handshake is done; the host admits the session a moment later.
+    assert!(sessions_become(address, 1, Duration::from_secs(5)).await);
     let sessions = http(address, "GET", "/sessions", None, None).await.json;
     assert_eq!(
         sessions["sessions"][0]["identity"], "header-bot",
