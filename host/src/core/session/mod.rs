@@ -7,6 +7,7 @@
 //! shared tick ([`crate::core::tick`]) decides when to ping and when to ask
 //! the policy.
 
+mod pings;
 pub mod queue;
 pub mod state;
 pub(crate) mod task;

@@ -5,7 +5,6 @@
 //! schedule after every change that can bring it forward
 //! ([`crate::core::registry::Registry::update`]).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +20,9 @@ pub(crate) fn ping_payload(sequence: u64) -> [u8; PING_PAYLOAD_BYTES] {
 use axum::extract::ws::Message;
 use vigil_policy_runtime::{Action, SessionFacts, SessionId, TcpFacts, Tier, Verdict};
 
+use super::pings::{Answered, PingInFlight, PingsInFlight};
 use super::queue::{Enqueued, OutboundQueue};
 use crate::core::config::{TierTiming, TiersConfig};
-
-/// Pings that may be in flight at once; the policy hears of the first overdue
-/// one, more would only add noise.
-const MAX_OUTSTANDING_PINGS: usize = 4;
 
 /// A host-initiated close: the code and reason go out in the close frame.
 #[derive(Debug, Clone)]
@@ -35,23 +31,6 @@ pub struct CloseRequest {
     pub code: u16,
     /// Close reason (at most 123 bytes are sent).
     pub reason: String,
-}
-
-/// A ping waiting for its pong.
-#[derive(Debug, Clone, Copy)]
-struct PingInFlight {
-    /// Its payload, to match the pong.
-    sequence: u64,
-    /// When the tick (or the policy) asked for it: the pong deadline runs
-    /// from here, so it falls on a tick.
-    requested: Instant,
-    /// From the request to the session's task sending it, µs: taken off the
-    /// round trip, which is the client's and the network's, not the host's
-    /// scheduling.
-    send_delay_us: u32,
-    /// The tier's heartbeat (the tick's schedule), not a probe the policy
-    /// asked for: its answer is news for the policy.
-    heartbeat: bool,
 }
 
 /// What the tick's probe request turns into for a session.
@@ -89,7 +68,7 @@ pub(crate) struct SessionState {
     last_app: Option<Instant>,
     last_pong: Option<Instant>,
     /// Unanswered pings, oldest first.
-    pings: VecDeque<PingInFlight>,
+    pings: PingsInFlight,
     last_ping_at: Option<Instant>,
     last_rtt_ms: Option<u32>,
     send_errors: u32,
@@ -127,7 +106,7 @@ impl SessionState {
             last_inbound: now,
             last_app: None,
             last_pong: None,
-            pings: VecDeque::new(),
+            pings: PingsInFlight::default(),
             last_ping_at: None,
             last_rtt_ms: None,
             send_errors: 0,
@@ -327,15 +306,12 @@ impl SessionState {
         }
         let sequence = next_sequence();
         let send_delay = now.saturating_duration_since(requested);
-        self.pings.push_back(PingInFlight {
+        self.pings.push(PingInFlight {
             sequence,
             requested,
             send_delay_us: send_delay.as_micros().min(u128::from(u32::MAX)) as u32,
             heartbeat,
         });
-        while self.pings.len() > MAX_OUTSTANDING_PINGS {
-            self.pings.pop_front();
-        }
         self.last_ping_at = Some(requested);
         Some(Probe::Ping(sequence))
     }
@@ -415,17 +391,9 @@ impl SessionState {
     pub(crate) fn record_pong(&mut self, payload: &[u8], now: Instant) -> Option<Pong> {
         let bytes = <[u8; PING_PAYLOAD_BYTES]>::try_from(payload).ok()?;
         let sequence = u64::from_be_bytes(bytes);
-        let position = self
-            .pings
-            .iter()
-            .position(|ping| ping.sequence == sequence)?;
-        let ping = self.pings[position];
+        let Answered { ping, heartbeat } = self.pings.answer(sequence)?;
         let sent = ping.requested + Duration::from_micros(u64::from(ping.send_delay_us));
-        if self
-            .pings
-            .drain(..=position)
-            .any(|answered| answered.heartbeat)
-        {
+        if heartbeat {
             self.significant = true;
         }
         let rtt = now.saturating_duration_since(sent);
@@ -542,6 +510,29 @@ mod tests {
             .record_pong(&7u64.to_be_bytes(), deadline + tick)
             .is_some());
         assert!(state.pings.is_empty());
+    }
+
+    #[test]
+    fn a_session_whose_pings_are_all_answered_holds_no_room_for_them() {
+        let start = Instant::now();
+        let tick = Duration::from_millis(100);
+        let mut state = SessionState::new(start, Duration::from_millis(1_000));
+        let ping_at = start + Duration::from_millis(1_000);
+        assert!(state.visit(ping_at, TIMING, tick).wake);
+        assert_eq!(state.take_probe(true, ping_at, || 7), Some(Probe::Ping(7)));
+        let answered = ping_at + Duration::from_millis(2);
+        assert!(state.record_pong(&7u64.to_be_bytes(), answered).is_some());
+        assert!(state.pings.is_empty());
+        // The next heartbeat still finds its ping and matches its pong.
+        let next = ping_at + TIMING.ping_interval();
+        assert!(state.visit(next, TIMING, tick).wake);
+        assert_eq!(state.take_probe(true, next, || 8), Some(Probe::Ping(8)));
+        assert_eq!(
+            state
+                .record_pong(&8u64.to_be_bytes(), next + Duration::from_millis(3))
+                .map(|pong| pong.rtt_ms),
+            Some(3)
+        );
     }
 
     #[test]
