@@ -95,18 +95,18 @@ impl PingsInFlight {
             .later
             .iter()
             .position(|ping| ping.sequence == sequence)?;
-        // Drained whatever `oldest` was: the settled pings go either way.
+        // The pings between `oldest` and the answered one are settled too
+        // (the drain removes them all when dropped, wherever `any` stops).
         let settled_heartbeat = self
             .later
             .drain(..position)
             .any(|settled| settled.heartbeat);
-        let heartbeat = oldest.heartbeat || settled_heartbeat;
         let ping = self.later.pop_front()?;
         self.oldest = self.later.pop_front();
         self.release_if_caught_up();
         Some(Answered {
             ping,
-            heartbeat: heartbeat || ping.heartbeat,
+            heartbeat: oldest.heartbeat || settled_heartbeat || ping.heartbeat,
         })
     }
 

@@ -513,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn a_session_whose_pings_are_all_answered_holds_no_room_for_them() {
+    fn the_heartbeat_after_an_answered_one_is_matched_with_its_own_round_trip() {
         let start = Instant::now();
         let tick = Duration::from_millis(100);
         let mut state = SessionState::new(start, Duration::from_millis(1_000));
