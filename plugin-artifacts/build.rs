@@ -22,6 +22,7 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("vigil-test-misbehaving", "vigil_test_misbehaving"),
     ("vigil-test-wrong-world", "vigil_test_wrong_world"),
     ("vigil-test-old-contract", "vigil_test_old_contract"),
+    ("vigil-test-contract-0-2", "vigil_test_contract_0_2"),
     ("vigil-test-clock-reader", "vigil_test_clock_reader"),
     ("vigil-test-frame-counter", "vigil_test_frame_counter"),
 ];

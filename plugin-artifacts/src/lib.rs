@@ -57,4 +57,8 @@ pub mod test_plugins {
     /// A policy built for `vigil:policy@0.1.0`, an older contract.
     pub static OLD_CONTRACT: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_old_contract.wasm"));
+    /// A policy built for `vigil:policy@0.2.0`, the contract before tiers
+    /// and actions became integer codes.
+    pub static CONTRACT_0_2: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vigil_test_contract_0_2.wasm"));
 }

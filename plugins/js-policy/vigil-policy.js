@@ -15,10 +15,17 @@
 // lists each eviction reason once. Also here: `firstByRank` picks sessions
 // for `selectEvictions`, and `log` writes to the host's log.
 
-import { log as hostLog } from 'vigil:policy/log@0.2.0';
+import { log as hostLog } from 'vigil:policy/log@0.3.0';
 
 const U64_MAX = 0xffffffffffffffffn;
 const U32_MAX = 0xffffffff;
+
+// The contract carries tiers and actions as integer codes (`tier-code`,
+// `action-code` in the WIT), so their columns cross the boundary in one
+// copy; policies here name them as words.
+const TIERS = ['fast', 'regular', 'keep-alive'];
+const TIER_CODES = { fast: 0, regular: 1, 'keep-alive': 2 };
+const ACTION_CODES = { keep: 0, ping: 1, evict: 2 };
 
 export const KEEP = { tag: 'keep' };
 export const PING = { tag: 'ping' };
@@ -46,7 +53,7 @@ export function sessions(batch) {
             sincePongMs: sincePong === U64_MAX ? null : Number(sincePong),
             outstandingPings: batch.outstandingPings[i],
             oldestPingMs: Number(batch.oldestPingMs[i]),
-            pongOverdue: batch.pongOverdue[i],
+            pongOverdue: batch.pongOverdue[i] !== 0,
             lastRttMs: lastRtt === U32_MAX ? null : lastRtt,
             sendErrors: batch.sendErrors[i],
             transportErrors: batch.transportErrors[i],
@@ -54,7 +61,7 @@ export function sessions(batch) {
             queuedFrames: batch.queuedFrames[i],
             backlogMs: Number(batch.backlogMs[i]),
             droppedFrames: batch.droppedFrames[i],
-            tier: batch.tier[i],
+            tier: TIERS[batch.tier[i]],
             tcpRttUs: tcpRtt === U32_MAX ? null : tcpRtt,
             tcpTotalRetransmits: batch.tcpTotalRetransmits[i],
         };
@@ -83,8 +90,8 @@ export function verdictBatch(verdicts) {
         reasons: [],
         session: new BigUint64Array(count),
         health: new Uint8Array(count),
-        tier: new Array(count),
-        action: new Array(count),
+        tier: new Uint8Array(count),
+        action: new Uint8Array(count),
         reasonIndex: new Uint32Array(count),
         closeCode: new Uint16Array(count),
         reassessInMs: new Uint32Array(count),
@@ -93,8 +100,13 @@ export function verdictBatch(verdicts) {
         const v = verdicts[i];
         batch.session[i] = v.session;
         batch.health[i] = v.health;
-        batch.tier[i] = v.tier;
-        batch.action[i] = v.action.tag;
+        const tier = TIER_CODES[v.tier];
+        const action = ACTION_CODES[v.action.tag];
+        if (tier === undefined || action === undefined) {
+            throw new Error(`verdict for session ${v.session}: tier must be 'fast', 'regular' or 'keep-alive' (got ${v.tier}) and action KEEP, PING or evict(...)`);
+        }
+        batch.tier[i] = tier;
+        batch.action[i] = action;
         batch.reassessInMs[i] = v.reassessInMs;
         if (v.action.tag === 'evict') {
             let index = reasons.get(v.action.reason);

@@ -15,6 +15,7 @@ reason once. Also here: `first_by_rank` picks sessions for
 """
 
 from collections import namedtuple
+from enum import IntEnum
 
 from wit_world.imports import types
 from wit_world.imports import log as _log
@@ -22,9 +23,24 @@ from wit_world.imports import log as _log
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
 
-Tier = types.Tier
-KEEP = types.Action.KEEP
-PING = types.Action.PING
+
+class Tier(IntEnum):
+    """How closely the host watches a session. The contract carries tiers
+    as these integer codes (`tier-code` in the WIT), so a column of them
+    crosses the boundary in one copy."""
+
+    FAST = 0
+    REGULAR = 1
+    KEEP_ALIVE = 2
+
+
+_TIERS = tuple(Tier)
+
+# The contract's `action-code`s: keep, ping, and evict (which `evict(...)`
+# builds, with its reason and close code).
+KEEP = 0
+PING = 1
+_EVICT = 2
 
 # The batch's columns, in the order a `Session` holds them. Three may be
 # unknown; their raw columns end in `_raw` and a property gives `None`.
@@ -90,7 +106,7 @@ def sessions(batch):
         batch.since_pong_ms,
         batch.outstanding_pings,
         batch.oldest_ping_ms,
-        batch.pong_overdue,
+        map(bool, batch.pong_overdue),
         batch.last_rtt_ms,
         batch.send_errors,
         batch.transport_errors,
@@ -98,7 +114,7 @@ def sessions(batch):
         batch.queued_frames,
         batch.backlog_ms,
         batch.dropped_frames,
-        batch.tier,
+        [_TIERS[code] for code in batch.tier],
         batch.tcp_rtt_us,
         batch.tcp_rttvar_us,
         batch.tcp_total_retransmits,
@@ -142,7 +158,7 @@ def verdict_batch(verdicts):
     close_code = []
     for v in verdicts:
         if isinstance(v.action, Eviction):
-            action.append(types.Action.EVICT)
+            action.append(_EVICT)
             reason_index.append(reasons.setdefault(v.action.reason, len(reasons)))
             close_code.append(v.action.close_code)
         else:
@@ -153,7 +169,9 @@ def verdict_batch(verdicts):
         reasons=list(reasons),
         session=[v.session for v in verdicts],
         health=bytes(v.health for v in verdicts),
-        tier=[v.tier for v in verdicts],
+        # componentize-py takes `bytes` for a `list<u8>` but a list for the
+        # `list<tier-code>` and `list<action-code>` aliases.
+        tier=[int(v.tier) for v in verdicts],
         action=action,
         reason_index=reason_index,
         close_code=close_code,

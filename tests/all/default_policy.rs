@@ -3,6 +3,7 @@
 
 use vigil::policy::scenarios::{self, capacity_batch, SCENARIO_NOW_MS};
 use vigil::policy::SandboxLimits;
+use vigil::policy::SessionColumns;
 use vigil::sdk::{Action, Policy, Tier, Verdict};
 use vigil_default_policy::{close_codes, DefaultPolicy};
 use vigil_tests::{generated_facts, load, load_with_limits, DEFAULT_POLICY};
@@ -117,10 +118,11 @@ fn capacity_pressure_drops_the_least_healthy_sessions() {
         Ok(sandbox) => sandbox,
         Err(error) => panic!("default policy should load: {error}"),
     };
-    let chosen = match sandbox.select_evictions(SCENARIO_NOW_MS, &batch, 3) {
-        Ok(chosen) => chosen,
-        Err(fault) => panic!("select-evictions faulted: {fault}"),
-    };
+    let chosen =
+        match sandbox.select_evictions(SCENARIO_NOW_MS, &SessionColumns::from(&batch[..]), 3) {
+            Ok(chosen) => chosen,
+            Err(fault) => panic!("select-evictions faulted: {fault}"),
+        };
     // Two sessions have an overdue pong (the 7th and 14th): they go first;
     // the third choice is one of those with send failures, and no session
     // without trouble is chosen.
@@ -160,14 +162,14 @@ fn wasm_and_native_verdicts_agree_on_generated_facts() {
             panic!("config {round} should be valid natively: {error}");
         }
         let facts = generated_facts(4_000, 42 + round as u64);
-        let from_wasm = match sandbox.assess(5_000_000, &facts) {
+        let from_wasm = match sandbox.assess(5_000_000, &SessionColumns::from(&facts[..])) {
             Ok(verdicts) => verdicts,
             Err(fault) => panic!("assess faulted: {fault}"),
         };
         let from_native = native.assess(5_000_000, &facts);
         assert_eq!(from_wasm.len(), facts.len());
-        for (wasm, native) in from_wasm.iter().zip(&from_native) {
-            assert_eq!(wasm, native, "config {round}: wasm and native disagree");
+        for (wasm, native) in from_wasm.rows().zip(&from_native) {
+            assert_eq!(&wasm, native, "config {round}: wasm and native disagree");
         }
         // The generated facts must exercise every kind of decision, or the
         // agreement above proves little.
@@ -178,7 +180,8 @@ fn wasm_and_native_verdicts_agree_on_generated_facts() {
             );
         }
 
-        let chosen_wasm = sandbox.select_evictions(5_000_000, &facts, 250);
+        let chosen_wasm =
+            sandbox.select_evictions(5_000_000, &SessionColumns::from(&facts[..]), 250);
         let chosen_native = native.select_evictions(5_000_000, &facts, 250);
         assert_eq!(
             chosen_wasm.ok(),
@@ -232,8 +235,8 @@ fn verdicts_through_wasm(config: &str, sessions: &[vigil::sdk::SessionFacts]) ->
         Ok(sandbox) => sandbox,
         Err(error) => panic!("config {config} should load: {error}"),
     };
-    match sandbox.assess(SCENARIO_NOW_MS, sessions) {
-        Ok(verdicts) => verdicts,
+    match sandbox.assess(SCENARIO_NOW_MS, &SessionColumns::from(sessions)) {
+        Ok(verdicts) => verdicts.to_rows(),
         Err(fault) => panic!("assess faulted: {fault:?}"),
     }
 }

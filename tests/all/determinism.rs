@@ -2,6 +2,7 @@
 //! their random sources are seeded per instance, so the same batch gives
 //! the same verdicts — in `policy check`, in tests and in a replay.
 
+use vigil::policy::SessionColumns;
 use vigil::sdk::{Action, Verdict};
 use vigil_tests::{generated_facts, load, test_plugins};
 
@@ -10,8 +11,8 @@ fn assess_with_a_fresh_instance(now_ms: u64) -> Vec<Verdict> {
         Ok(sandbox) => sandbox,
         Err(error) => panic!("the clock reader should load: {error}"),
     };
-    match sandbox.assess(now_ms, &generated_facts(50, 7)) {
-        Ok(verdicts) => verdicts,
+    match sandbox.assess(now_ms, &SessionColumns::from(&generated_facts(50, 7)[..])) {
+        Ok(verdicts) => verdicts.to_rows(),
         Err(fault) => panic!("the clock reader faulted: {fault}"),
     }
 }

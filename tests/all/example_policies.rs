@@ -3,6 +3,7 @@
 
 use vigil::policy::scenarios::{scenarios, SCENARIO_NOW_MS};
 use vigil::policy::Sandbox;
+use vigil::policy::SessionColumns;
 use vigil::sdk::{Action, Event, EventKind, SessionFacts, Tier, Verdict};
 use vigil_tests::{load, test_plugins};
 
@@ -16,8 +17,8 @@ fn loaded(name: &str, bytes: &[u8], config: &str) -> Sandbox {
 fn scenario_verdicts(sandbox: &mut Sandbox) -> Vec<(&'static str, Verdict)> {
     let table = scenarios();
     let facts: Vec<SessionFacts> = table.iter().map(|s| s.facts.clone()).collect();
-    let verdicts = match sandbox.assess(SCENARIO_NOW_MS, &facts) {
-        Ok(verdicts) => verdicts,
+    let verdicts = match sandbox.assess(SCENARIO_NOW_MS, &SessionColumns::from(&facts[..])) {
+        Ok(verdicts) => verdicts.to_rows(),
         Err(fault) => panic!("assess faulted: {fault}"),
     };
     table.iter().map(|s| s.name).zip(verdicts).collect()
@@ -88,8 +89,8 @@ fn lenient_policy_never_evicts_silent_sessions_that_answer_pings() {
 
     let mut dead = scenarios()[3].facts.clone(); // overdue-pong
     dead.outstanding_pings = 3;
-    let verdict = match lenient.assess(SCENARIO_NOW_MS, &[dead]) {
-        Ok(verdicts) => verdicts,
+    let verdict = match lenient.assess(SCENARIO_NOW_MS, &SessionColumns::from(&[dead][..])) {
+        Ok(verdicts) => verdicts.to_rows(),
         Err(fault) => panic!("{fault}"),
     };
     assert!(
@@ -124,12 +125,12 @@ fn capacity_policy_enforces_class_quotas_and_drops_the_least_healthy_then_oldest
     if let Err(fault) = capacity.on_events(&events) {
         panic!("{fault}");
     }
-    let verdicts = match capacity.assess(50_000, &sessions) {
+    let verdicts = match capacity.assess(50_000, &SessionColumns::from(&sessions[..])) {
         Ok(verdicts) => verdicts,
         Err(fault) => panic!("{fault}"),
     };
     let over_quota: Vec<u64> = verdicts
-        .iter()
+        .rows()
         .filter(|v| matches!(&v.action, Action::Evict(e) if &*e.reason == "class-quota"))
         .map(|v| v.session)
         .collect();
@@ -139,7 +140,7 @@ fn capacity_policy_enforces_class_quotas_and_drops_the_least_healthy_then_oldest
     let mut pressured = sessions.clone();
     pressured[1].pong_overdue = true;
     pressured[1].outstanding_pings = 1;
-    let chosen = match capacity.select_evictions(50_000, &pressured, 2) {
+    let chosen = match capacity.select_evictions(50_000, &SessionColumns::from(&pressured[..]), 2) {
         Ok(chosen) => chosen,
         Err(fault) => panic!("{fault}"),
     };

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use vigil::policy::SessionColumns;
 use vigil::policy::{
     FaultKind, PolicyState, SandboxLimits, Supervisor, SupervisorConfig, VerdictSource,
 };
@@ -39,25 +40,25 @@ fn survives(fault: &str, expected: FaultKind) -> Duration {
 
     let batch = poisoned_batch();
     let started = Instant::now();
-    let outcome = supervisor.assess(1_000, &batch);
+    let outcome = supervisor.assess(1_000, &SessionColumns::from(&batch[..]));
     let took = started.elapsed();
     assert_eq!(outcome.source, VerdictSource::Fallback(expected), "{fault}");
     assert_eq!(
-        outcome.verdicts,
+        outcome.verdicts.to_rows(),
         fallback_verdicts(&batch),
         "{fault}: fallback verdicts expected"
     );
     assert_eq!(stats.faults(expected), 1, "{fault}: the fault is counted");
     assert_eq!(stats.total_faults(), 1, "{fault}: and only once");
 
-    let next = supervisor.assess(1_000, &clean_batch());
+    let next = supervisor.assess(1_000, &SessionColumns::from(&clean_batch()[..]));
     assert_eq!(
         next.source,
         VerdictSource::Plugin,
         "{fault}: a fresh instance answers the next batch"
     );
     assert!(
-        next.verdicts.iter().all(|v| v.health == 100),
+        next.verdicts.rows().all(|v| v.health == 100),
         "{fault}: and they are the plugin's verdicts"
     );
     assert_eq!(supervisor.state(), PolicyState::Active);
@@ -113,6 +114,8 @@ fn contract_violations_are_faults() {
         "bad-close-code",
         "ragged-verdicts",
         "unknown-reason",
+        "unknown-tier-code",
+        "unknown-action-code",
     ] {
         survives(fault, FaultKind::Contract);
     }
@@ -123,6 +126,8 @@ fn a_malformed_verdict_batch_is_told_in_the_log() {
     for (fault, told) in [
         ("ragged-verdicts", "values in its `health` column"),
         ("unknown-reason", "names reason"),
+        ("unknown-tier-code", "has 3 in its `tier` column"),
+        ("unknown-action-code", "has 9 in its `action` column"),
     ] {
         let log = LogCapture::default();
         log.during(|| survives(fault, FaultKind::Contract));
@@ -140,7 +145,7 @@ fn a_plugin_that_keeps_faulting_is_disabled_and_the_fallback_decides() {
     let stats = supervisor.stats();
     let max_faults = SupervisorConfig::default().max_faults;
     for _ in 0..max_faults {
-        supervisor.assess(1_000, &poisoned_batch());
+        supervisor.assess(1_000, &SessionColumns::from(&poisoned_batch()[..]));
     }
     assert_eq!(supervisor.state(), PolicyState::Disabled);
     assert_eq!(stats.faults(FaultKind::Trap), u64::from(max_faults));
@@ -148,9 +153,9 @@ fn a_plugin_that_keeps_faulting_is_disabled_and_the_fallback_decides() {
     // Even a clean batch is now the fallback's, and the plugin is not called.
     let calls_before = stats.calls();
     let batch = clean_batch();
-    let outcome = supervisor.assess(1_000, &batch);
+    let outcome = supervisor.assess(1_000, &SessionColumns::from(&batch[..]));
     assert_eq!(outcome.source, VerdictSource::Disabled);
-    assert_eq!(outcome.verdicts, fallback_verdicts(&batch));
+    assert_eq!(outcome.verdicts.to_rows(), fallback_verdicts(&batch));
     assert_eq!(
         stats.calls(),
         calls_before,
@@ -176,15 +181,15 @@ fn faults_outside_the_window_do_not_disable() {
             fault_window: Duration::from_millis(200),
         },
     );
-    supervisor.assess(1_000, &poisoned_batch());
+    supervisor.assess(1_000, &SessionColumns::from(&poisoned_batch()[..]));
     std::thread::sleep(Duration::from_millis(300));
-    supervisor.assess(1_000, &poisoned_batch());
+    supervisor.assess(1_000, &SessionColumns::from(&poisoned_batch()[..]));
     assert_eq!(
         supervisor.state(),
         PolicyState::Active,
         "the first fault had aged out"
     );
-    supervisor.assess(1_000, &poisoned_batch());
+    supervisor.assess(1_000, &SessionColumns::from(&poisoned_batch()[..]));
     assert_eq!(
         supervisor.state(),
         PolicyState::Disabled,
@@ -206,12 +211,13 @@ fn faulting_select_evictions_refuses_rather_than_guesses() {
         let mut supervisor = supervise("misbehaving.wasm", test_plugins::MISBEHAVING, &config);
         let stats = supervisor.stats();
         assert_eq!(
-            supervisor.select_evictions(1_000, &poisoned_batch(), 2),
+            supervisor.select_evictions(1_000, &SessionColumns::from(&poisoned_batch()[..]), 2),
             None,
             "{fault}"
         );
         assert_eq!(stats.faults(kind), 1, "{fault}");
-        let chosen = supervisor.select_evictions(1_000, &clean_batch(), 2);
+        let chosen =
+            supervisor.select_evictions(1_000, &SessionColumns::from(&clean_batch()[..]), 2);
         assert_eq!(
             chosen.map(|c| c.len()),
             Some(2),
@@ -237,7 +243,7 @@ fn a_short_deadline_applies_to_every_call() {
     };
     let mut supervisor = Supervisor::new(sandbox, SupervisorConfig::default());
     let started = Instant::now();
-    let outcome = supervisor.assess(1_000, &poisoned_batch());
+    let outcome = supervisor.assess(1_000, &SessionColumns::from(&poisoned_batch()[..]));
     let took = started.elapsed();
     assert_eq!(outcome.source, VerdictSource::Fallback(FaultKind::Deadline));
     // A hundred times the deadline, for a loaded machine; still far under

@@ -12,6 +12,7 @@ use crate::support::{
     admin_address, admin_config, http, metric, metric_or_zero, session_count, sessions_become,
     start_host, upload, wait_until, WsClient, ADMIN_TOKEN,
 };
+use vigil::policy::SessionColumns;
 use vigil_tests::{generated_facts, test_plugins, DEFAULT_POLICY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,12 +86,18 @@ async fn a_hundred_swaps_under_traffic_lose_no_session_and_no_message() {
             let mut stamps_seen = std::collections::BTreeSet::new();
             let mut batches = 0u64;
             while checking.load(Ordering::Relaxed) {
-                let outcome = match policy.assess(1_000, generated_facts(64, batches + 1)).await {
+                let outcome = match policy
+                    .assess(
+                        1_000,
+                        SessionColumns::from(&generated_facts(64, batches + 1)[..]),
+                    )
+                    .await
+                {
                     Ok(outcome) => outcome,
                     Err(error) => panic!("{error}"),
                 };
                 let stamps: std::collections::BTreeSet<u8> =
-                    outcome.verdicts.iter().map(|v| v.health).collect();
+                    outcome.verdicts.rows().map(|v| v.health).collect();
                 assert_eq!(
                     stamps.len(),
                     1,

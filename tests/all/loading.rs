@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use vigil::policy::SessionColumns;
 use vigil::policy::{FaultKind, LoadError};
 use vigil_tests::{load, test_plugins, DEFAULT_POLICY};
 
@@ -47,13 +48,15 @@ fn a_component_of_another_world_is_refused() {
     let error = refused("wrong-world.wasm", test_plugins::WRONG_WORLD, "{}");
     assert!(matches!(error, LoadError::WrongWorld { .. }), "{error}");
     assert!(
-        error.to_string().contains("vigil:policy/policy@0.2.0"),
+        error.to_string().contains("vigil:policy/policy@0.3.0"),
         "{error}"
     );
-    assert!(
-        error.to_string().contains("vigil:policy/policy@0.1.0"),
-        "the error names the older contract it also takes: {error}"
-    );
+    for older in ["vigil:policy/policy@0.2.0", "vigil:policy/policy@0.1.0"] {
+        assert!(
+            error.to_string().contains(older),
+            "the error names the older contracts it also takes: {error}"
+        );
+    }
 }
 
 #[test]
@@ -122,12 +125,12 @@ fn the_noop_plugin_loads_and_keeps_everything() {
         Err(error) => panic!("noop should load: {error}"),
     };
     let facts = vigil_tests::generated_facts(100, 3);
-    let verdicts = match sandbox.assess(1, &facts) {
+    let verdicts = match sandbox.assess(1, &SessionColumns::from(&facts[..])) {
         Ok(verdicts) => verdicts,
         Err(fault) => panic!("noop faulted: {fault}"),
     };
     assert_eq!(verdicts.len(), 100);
     assert!(verdicts
-        .iter()
+        .rows()
         .all(|v| v.action == vigil::sdk::Action::Keep));
 }

@@ -2,6 +2,7 @@
 //! guest that panics (and so writes to stderr through the synchronous WASI
 //! bindings) must not take a tokio runtime down with it.
 
+use vigil::policy::SessionColumns;
 use vigil::policy::{FaultKind, PolicyHandle, VerdictSource};
 use vigil_tests::{generated_facts, supervise, test_plugins, DEFAULT_POLICY};
 
@@ -18,14 +19,20 @@ async fn a_panicking_plugin_called_from_async_code_falls_back_without_harm() {
     };
     let mut poisoned = generated_facts(20, 1);
     poisoned[0].client_class = "poison".into();
-    let outcome = match policy.assess(1_000, poisoned).await {
+    let outcome = match policy
+        .assess(1_000, SessionColumns::from(&poisoned[..]))
+        .await
+    {
         Ok(outcome) => outcome,
         Err(error) => panic!("{error}"),
     };
     assert_eq!(outcome.source, VerdictSource::Fallback(FaultKind::Trap));
     assert_eq!(outcome.verdicts.len(), 20);
 
-    let clean = match policy.assess(1_000, generated_facts(20, 2)).await {
+    let clean = match policy
+        .assess(1_000, SessionColumns::from(&generated_facts(20, 2)[..]))
+        .await
+    {
         Ok(outcome) => outcome,
         Err(error) => panic!("{error}"),
     };
@@ -44,7 +51,9 @@ async fn many_async_callers_share_one_policy_thread() {
         let policy = policy.clone();
         callers.push(tokio::spawn(async move {
             let facts = generated_facts(200, seed);
-            policy.assess(10_000, facts).await
+            policy
+                .assess(10_000, SessionColumns::from(&facts[..]))
+                .await
         }));
     }
     for caller in callers {

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use vigil::policy::SessionColumns;
 use vigil::policy::{
     FaultKind, PolicyState, SandboxLimits, Supervisor, SupervisorConfig, VerdictSource,
 };
@@ -341,7 +342,7 @@ fn runaway_memory_bomb_and_trapping_python_and_javascript_plugins_are_contained(
             let mut supervisor = hostile(language, how);
             let stats = supervisor.stats();
             let started = std::time::Instant::now();
-            let outcome = supervisor.assess(1_000, &poisoned_batch());
+            let outcome = supervisor.assess(1_000, &SessionColumns::from(&poisoned_batch()[..]));
             let took = started.elapsed();
             assert_eq!(
                 outcome.source,
@@ -359,7 +360,8 @@ fn runaway_memory_bomb_and_trapping_python_and_javascript_plugins_are_contained(
                 "{language} {how}: cut off late, {took:?}"
             );
             // A fresh instance answers the next, clean batch.
-            let next = supervisor.assess(1_000, &generated_facts(40, 12));
+            let next =
+                supervisor.assess(1_000, &SessionColumns::from(&generated_facts(40, 12)[..]));
             assert_eq!(
                 next.source,
                 VerdictSource::Plugin,
@@ -573,11 +575,11 @@ fn an_overrun_is_retried_at_the_smaller_batch_size_instead_of_costing_the_batch(
         Err(error) => panic!("should load: {error}"),
     };
     let mut supervisor = Supervisor::new(sandbox, SupervisorConfig::default());
-    let outcome = supervisor.assess(1_000, &generated_facts(50, 13));
+    let outcome = supervisor.assess(1_000, &SessionColumns::from(&generated_facts(50, 13)[..]));
     assert_eq!(outcome.source, VerdictSource::Plugin);
     assert_eq!(outcome.verdicts.len(), 50);
     assert!(
-        outcome.verdicts.iter().all(|v| v.health == 100),
+        outcome.verdicts.rows().all(|v| v.health == 100),
         "the plugin's verdicts"
     );
     assert_eq!(supervisor.stats().total_faults(), 0);

@@ -4,6 +4,11 @@
 //! component boundary; plus starting a fresh instance (new store,
 //! instantiate, configure), the recovery after a fault.
 //!
+//! The wasm rows take the batch as the host holds it, in columns
+//! ([`SessionColumns`], filled by the tick as it visits sessions), and
+//! answer in columns; the native row takes one record per session, as a
+//! native [`Policy`] does.
+//!
 //! Run: `cargo bench -p vigil-policy-runtime --bench assess`. Figures: BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -13,7 +18,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use vigil_default_policy::DefaultPolicy;
 use vigil_policy_runtime::scenarios::generated_facts;
 use vigil_policy_runtime::{
-    PluginSource, PolicyEngine, Sandbox, SandboxLimits, Supervisor, SupervisorConfig,
+    PluginSource, PolicyEngine, Sandbox, SandboxLimits, SessionColumns, Supervisor,
+    SupervisorConfig,
 };
 use vigil_policy_sdk::Policy;
 
@@ -59,19 +65,24 @@ fn assess(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(2));
     for size in BATCH_SIZES {
         let facts = generated_facts(size, 0x5EED);
+        let columns = SessionColumns::from(&facts[..]);
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::new("native", size), &facts, |b, facts| {
             b.iter(|| black_box(native.assess(NOW_MS, facts)))
         });
-        group.bench_with_input(BenchmarkId::new("wasm", size), &facts, |b, facts| {
-            b.iter(|| black_box(wasm_default.assess(NOW_MS, facts).ok()))
+        group.bench_with_input(BenchmarkId::new("wasm", size), &columns, |b, columns| {
+            b.iter(|| black_box(wasm_default.assess(NOW_MS, columns).ok()))
         });
-        group.bench_with_input(BenchmarkId::new("wasm-noop", size), &facts, |b, facts| {
-            b.iter(|| black_box(wasm_noop.assess(NOW_MS, facts).ok()))
-        });
-        group.bench_with_input(BenchmarkId::new("supervised", size), &facts, |b, facts| {
-            b.iter(|| black_box(supervised.assess(NOW_MS, facts)))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("wasm-noop", size),
+            &columns,
+            |b, columns| b.iter(|| black_box(wasm_noop.assess(NOW_MS, columns).ok())),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("supervised", size),
+            &columns,
+            |b, columns| b.iter(|| black_box(supervised.assess(NOW_MS, columns))),
+        );
     }
     group.finish();
 
@@ -99,12 +110,13 @@ fn assess(c: &mut Criterion) {
             facts
         })
         .collect();
+    let steady_columns = SessionColumns::from(&steady[..]);
     group.throughput(Throughput::Elements(steady.len() as u64));
     group.bench_function("native/1000", |b| {
         b.iter(|| black_box(native.assess(NOW_MS, &steady)))
     });
     group.bench_function("wasm/1000", |b| {
-        b.iter(|| black_box(wasm_default.assess(NOW_MS, &steady).ok()))
+        b.iter(|| black_box(wasm_default.assess(NOW_MS, &steady_columns).ok()))
     });
     group.finish();
 

@@ -3,10 +3,9 @@
 
 use std::collections::HashSet;
 
+use crate::columns::VerdictColumns;
 use crate::fault::{CallFault, FaultKind};
-use vigil_policy_sdk::{
-    is_valid_close_code, Action, SessionFacts, SessionId, Verdict, MAX_CLOSE_REASON_BYTES,
-};
+use vigil_policy_sdk::{action_code, is_valid_close_code, SessionId, MAX_CLOSE_REASON_BYTES};
 
 /// A broken promise of the `vigil:policy` contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +58,16 @@ pub enum ContractViolation {
         /// The length of the `session` column.
         sessions: usize,
     },
+    /// A `tier` or `action` code the contract does not define.
+    #[error("the verdict for session {session} has {code} in its `{column}` column, which is no code the contract defines")]
+    UnknownCode {
+        /// `tier` or `action`.
+        column: &'static str,
+        /// The session.
+        session: SessionId,
+        /// The code it gave.
+        code: u8,
+    },
     /// An eviction's `reason-index` must point into `reasons`.
     #[error("eviction of session {session} names reason {index}, but the answer lists {reasons} reasons")]
     UnknownReason {
@@ -96,10 +105,12 @@ impl From<ContractViolation> for CallFault {
     }
 }
 
-/// Checks an `assess` answer against its batch.
+/// Checks an `assess` answer against the ids of its batch. (Codes and
+/// reason indices were checked as the answer was read: [`VerdictColumns`]
+/// holds no other.)
 pub fn check_verdicts(
-    sessions: &[SessionFacts],
-    verdicts: &[Verdict],
+    sessions: &[SessionId],
+    verdicts: &VerdictColumns,
 ) -> Result<(), ContractViolation> {
     if verdicts.len() != sessions.len() {
         return Err(ContractViolation::VerdictCount {
@@ -107,51 +118,53 @@ pub fn check_verdicts(
             got: verdicts.len(),
         });
     }
-    for verdict in verdicts {
-        check_verdict(verdict)?;
-    }
+    check_values(verdicts)?;
     // Plugins usually answer in batch order: check that in one pass, and only
     // build a set when the order differs.
-    let in_order = sessions
-        .iter()
-        .zip(verdicts)
-        .all(|(facts, verdict)| facts.id == verdict.session);
-    if in_order {
+    if sessions == verdicts.sessions() {
         return Ok(());
     }
-    let batch: HashSet<SessionId> = sessions.iter().map(|facts| facts.id).collect();
+    let batch: HashSet<SessionId> = sessions.iter().copied().collect();
     let mut answered = HashSet::with_capacity(verdicts.len());
-    for verdict in verdicts {
-        if !batch.contains(&verdict.session) {
-            return Err(ContractViolation::UnknownSession(verdict.session));
+    for &session in verdicts.sessions() {
+        if !batch.contains(&session) {
+            return Err(ContractViolation::UnknownSession(session));
         }
-        if !answered.insert(verdict.session) {
-            return Err(ContractViolation::DuplicateVerdict(verdict.session));
+        if !answered.insert(session) {
+            return Err(ContractViolation::DuplicateVerdict(session));
         }
     }
     Ok(())
 }
 
-fn check_verdict(verdict: &Verdict) -> Result<(), ContractViolation> {
-    if verdict.health > 100 {
+/// Health in range, and every eviction's close code and reason fit for a
+/// close frame; column by column, the eviction checks only where a row
+/// evicts.
+fn check_values(verdicts: &VerdictColumns) -> Result<(), ContractViolation> {
+    if let Some(row) = verdicts.health.iter().position(|health| *health > 100) {
         return Err(ContractViolation::HealthOutOfRange {
-            session: verdict.session,
-            health: verdict.health,
+            session: verdicts.session[row],
+            health: verdicts.health[row],
         });
     }
-    if let Action::Evict(eviction) = &verdict.action {
-        if !is_valid_close_code(eviction.close_code) {
-            return Err(ContractViolation::InvalidCloseCode {
-                session: verdict.session,
-                code: eviction.close_code,
-            });
+    let evictions = verdicts
+        .action
+        .iter()
+        .enumerate()
+        .filter(|(_, action)| **action == action_code::EVICT)
+        .map(|(row, _)| row);
+    for row in evictions {
+        let session = verdicts.session[row];
+        let code = verdicts.close_code[row];
+        if !is_valid_close_code(code) {
+            return Err(ContractViolation::InvalidCloseCode { session, code });
         }
-        let len = eviction.reason.len();
+        let len = verdicts
+            .reasons
+            .get(verdicts.reason_index[row] as usize)
+            .map_or(0, |reason| reason.len());
         if len == 0 || len > MAX_CLOSE_REASON_BYTES {
-            return Err(ContractViolation::InvalidReason {
-                session: verdict.session,
-                len,
-            });
+            return Err(ContractViolation::InvalidReason { session, len });
         }
     }
     Ok(())
@@ -159,7 +172,7 @@ fn check_verdict(verdict: &Verdict) -> Result<(), ContractViolation> {
 
 /// Checks a `select-evictions` answer against what was offered.
 pub fn check_evictions(
-    sessions: &[SessionFacts],
+    sessions: &[SessionId],
     excess: u32,
     chosen: &[SessionId],
 ) -> Result<(), ContractViolation> {
@@ -169,7 +182,7 @@ pub fn check_evictions(
             got: chosen.len(),
         });
     }
-    let offered: HashSet<SessionId> = sessions.iter().map(|facts| facts.id).collect();
+    let offered: HashSet<SessionId> = sessions.iter().copied().collect();
     let mut seen = HashSet::with_capacity(chosen.len());
     for &id in chosen {
         if !offered.contains(&id) {

@@ -1,155 +1,111 @@
-//! Between the SDK's plain types (what the host and the native fallback use)
-//! and the types wasmtime's bindgen generated for the WIT contract (and, in
-//! [`v0_1`], for the older version still loaded). Facts are lent, not
-//! copied: the class strings are borrowed for the call.
+//! Between the host's batches ([`SessionColumns`], [`VerdictColumns`]) and
+//! the types wasmtime's bindgen generated for the WIT contract (and, in
+//! [`v0_2`] and [`v0_1`], for the older versions still loaded). The
+//! current contract carries the columns the host holds: facts are lent as
+//! they are, with no copy, and the answer's columns are checked and kept
+//! as wasmtime lifted them.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use vigil_policy_sdk::{
-    Action, Event, EventKind, Eviction, FrameKind, SessionFacts, TcpFacts, Tier, Verdict,
-};
+use vigil_policy_sdk::{action_code, Event, EventKind, FrameKind, Tier};
 
 use super::bindings::wit_types as wit;
+use super::columns::{SessionColumns, VerdictColumns};
 use super::contract::ContractViolation;
 
-fn tier_to_wit(tier: Tier) -> wit::Tier {
-    match tier {
-        Tier::Fast => wit::Tier::Fast,
-        Tier::Regular => wit::Tier::Regular,
-        Tier::KeepAlive => wit::Tier::KeepAlive,
-    }
-}
-
-fn tier_from_wit(tier: wit::Tier) -> Tier {
-    match tier {
-        wit::Tier::Fast => Tier::Fast,
-        wit::Tier::Regular => Tier::Regular,
-        wit::Tier::KeepAlive => Tier::KeepAlive,
-    }
-}
-
-/// The batch as the WIT carries it: each class once, then one column per
-/// fact (see `session-batch` in the WIT for why columns).
-pub(crate) struct WitBatch<'a> {
-    classes: Vec<&'a str>,
-    id: Vec<u64>,
-    class_index: Vec<u32>,
-    age_ms: Vec<u64>,
-    idle_ms: Vec<u64>,
-    app_idle_ms: Vec<u64>,
-    since_pong_ms: Vec<u64>,
-    outstanding_pings: Vec<u32>,
-    oldest_ping_ms: Vec<u64>,
-    pong_overdue: Vec<bool>,
-    last_rtt_ms: Vec<u32>,
-    send_errors: Vec<u32>,
-    transport_errors: Vec<u32>,
-    queued_bytes: Vec<u64>,
-    queued_frames: Vec<u32>,
-    backlog_ms: Vec<u64>,
-    dropped_frames: Vec<u32>,
-    tier: Vec<wit::Tier>,
-    tcp_rtt_us: Vec<u32>,
-    tcp_rttvar_us: Vec<u32>,
-    tcp_total_retransmits: Vec<u32>,
-    tcp_unacked: Vec<u32>,
-    tcp_last_data_recv_ms: Vec<u32>,
-}
-
 /// The `session-batch` record of the bindings module `$wit`, lending the
-/// columns of `$batch` with `$tier` as its tier column. Every contract
-/// version carries the same record, so one list of fields serves them all.
+/// columns of the [`LentBatch`] `$lent` with `$tier` and `$pong_overdue`
+/// as those columns. Every contract version carries the same record but
+/// for the types of those two, so one list of fields serves them all.
 macro_rules! lend_session_batch {
-    ($wit:ident, $batch:expr, $tier:expr) => {{
-        let batch = $batch;
+    ($wit:ident, $lent:expr, $tier:expr, $pong_overdue:expr) => {{
+        let lent = $lent;
+        let c = lent.columns;
+        let r = lent.range.clone();
         $wit::SessionBatch {
-            classes: &batch.classes,
-            id: &batch.id,
-            class_index: &batch.class_index,
-            age_ms: &batch.age_ms,
-            idle_ms: &batch.idle_ms,
-            app_idle_ms: &batch.app_idle_ms,
-            since_pong_ms: &batch.since_pong_ms,
-            outstanding_pings: &batch.outstanding_pings,
-            oldest_ping_ms: &batch.oldest_ping_ms,
-            pong_overdue: &batch.pong_overdue,
-            last_rtt_ms: &batch.last_rtt_ms,
-            send_errors: &batch.send_errors,
-            transport_errors: &batch.transport_errors,
-            queued_bytes: &batch.queued_bytes,
-            queued_frames: &batch.queued_frames,
-            backlog_ms: &batch.backlog_ms,
-            dropped_frames: &batch.dropped_frames,
+            classes: &lent.classes,
+            id: &c.id[r.clone()],
+            class_index: &c.class_index[r.clone()],
+            age_ms: &c.age_ms[r.clone()],
+            idle_ms: &c.idle_ms[r.clone()],
+            app_idle_ms: &c.app_idle_ms[r.clone()],
+            since_pong_ms: &c.since_pong_ms[r.clone()],
+            outstanding_pings: &c.outstanding_pings[r.clone()],
+            oldest_ping_ms: &c.oldest_ping_ms[r.clone()],
+            pong_overdue: $pong_overdue,
+            last_rtt_ms: &c.last_rtt_ms[r.clone()],
+            send_errors: &c.send_errors[r.clone()],
+            transport_errors: &c.transport_errors[r.clone()],
+            queued_bytes: &c.queued_bytes[r.clone()],
+            queued_frames: &c.queued_frames[r.clone()],
+            backlog_ms: &c.backlog_ms[r.clone()],
+            dropped_frames: &c.dropped_frames[r.clone()],
             tier: $tier,
-            tcp_rtt_us: &batch.tcp_rtt_us,
-            tcp_rttvar_us: &batch.tcp_rttvar_us,
-            tcp_total_retransmits: &batch.tcp_total_retransmits,
-            tcp_unacked: &batch.tcp_unacked,
-            tcp_last_data_recv_ms: &batch.tcp_last_data_recv_ms,
+            tcp_rtt_us: &c.tcp_rtt_us[r.clone()],
+            tcp_rttvar_us: &c.tcp_rttvar_us[r.clone()],
+            tcp_total_retransmits: &c.tcp_total_retransmits[r.clone()],
+            tcp_unacked: &c.tcp_unacked[r.clone()],
+            tcp_last_data_recv_ms: &c.tcp_last_data_recv_ms[r],
         }
     }};
 }
 
-impl WitBatch<'_> {
+/// The sessions of a batch in `range`, lent to one plugin call: every
+/// column sliced as it is, the class names borrowed.
+pub(crate) struct LentBatch<'a> {
+    columns: &'a SessionColumns,
+    range: Range<usize>,
+    classes: Vec<&'a str>,
+}
+
+impl<'a> LentBatch<'a> {
+    /// Lends `range` of `columns`, clamped to the batch.
+    pub(crate) fn new(columns: &'a SessionColumns, range: Range<usize>) -> Self {
+        let end = range.end.min(columns.len());
+        LentBatch {
+            columns,
+            range: range.start.min(end)..end,
+            classes: columns.classes.iter().map(|class| &**class).collect(),
+        }
+    }
+
+    /// Sessions lent.
+    pub(crate) fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// The current contract's `session-batch`.
     pub(crate) fn as_wit(&self) -> wit::SessionBatch<'_> {
-        lend_session_batch!(wit, self, &self.tier)
+        let range = self.range.clone();
+        lend_session_batch!(
+            wit,
+            self,
+            &self.columns.tier[range.clone()],
+            &self.columns.pong_overdue[range.clone()]
+        )
     }
-}
 
-/// Index of `class` in `classes`, adding it if new. Batches hold a handful
-/// of classes, so a scan (pointer comparison first) beats hashing.
-fn class_index<'a>(classes: &mut Vec<&'a str>, class: &'a str) -> u32 {
-    let found = classes
-        .iter()
-        .position(|known| std::ptr::eq(*known, class) || *known == class);
-    let index = found.unwrap_or_else(|| {
-        classes.push(class);
-        classes.len() - 1
-    });
-    index as u32
-}
-
-pub(crate) fn facts_to_wit(sessions: &[SessionFacts]) -> WitBatch<'_> {
-    // One pass per column: each is an exact-size collect of one field, which
-    // the compiler turns into a tight loop (no per-push capacity checks).
-    fn column<T>(sessions: &[SessionFacts], field: impl Fn(&SessionFacts) -> T) -> Vec<T> {
-        sessions.iter().map(field).collect()
+    /// The lent tier codes as an older contract's tier enum, given its
+    /// `[fast, regular, keep-alive]` (the codes' order).
+    pub(crate) fn tiers_as<T: Copy>(&self, [fast, regular, keep_alive]: [T; 3]) -> Vec<T> {
+        self.columns.tier[self.range.clone()]
+            .iter()
+            .map(|code| match Tier::from_code(*code) {
+                Some(Tier::Regular) => regular,
+                Some(Tier::KeepAlive) => keep_alive,
+                // Only `SessionColumns::push` writes the column, from a `Tier`.
+                Some(Tier::Fast) | None => fast,
+            })
+            .collect()
     }
-    let mut classes = Vec::new();
-    let class_index = sessions
-        .iter()
-        .map(|f| class_index(&mut classes, &f.client_class))
-        .collect();
-    let tcp = |f: &SessionFacts| {
-        f.tcp.unwrap_or(TcpFacts {
-            rtt_us: u32::MAX,
-            ..TcpFacts::default()
-        })
-    };
-    WitBatch {
-        classes,
-        id: column(sessions, |f| f.id),
-        class_index,
-        age_ms: column(sessions, |f| f.age_ms),
-        idle_ms: column(sessions, |f| f.idle_ms),
-        app_idle_ms: column(sessions, |f| f.app_idle_ms),
-        since_pong_ms: column(sessions, |f| f.since_pong_ms.unwrap_or(u64::MAX)),
-        outstanding_pings: column(sessions, |f| f.outstanding_pings),
-        oldest_ping_ms: column(sessions, |f| f.oldest_ping_ms.unwrap_or(0)),
-        pong_overdue: column(sessions, |f| f.pong_overdue),
-        last_rtt_ms: column(sessions, |f| f.last_rtt_ms.unwrap_or(u32::MAX)),
-        send_errors: column(sessions, |f| f.send_errors),
-        transport_errors: column(sessions, |f| f.transport_errors),
-        queued_bytes: column(sessions, |f| f.queued_bytes),
-        queued_frames: column(sessions, |f| f.queued_frames),
-        backlog_ms: column(sessions, |f| f.backlog_ms),
-        dropped_frames: column(sessions, |f| f.dropped_frames),
-        tier: column(sessions, |f| tier_to_wit(f.tier)),
-        tcp_rtt_us: column(sessions, |f| tcp(f).rtt_us),
-        tcp_rttvar_us: column(sessions, |f| tcp(f).rttvar_us),
-        tcp_total_retransmits: column(sessions, |f| tcp(f).total_retransmits),
-        tcp_unacked: column(sessions, |f| tcp(f).unacked),
-        tcp_last_data_recv_ms: column(sessions, |f| tcp(f).last_data_recv_ms),
+
+    /// The `pong-overdue` column as the booleans older contracts carry.
+    pub(crate) fn pong_overdue_flags(&self) -> Vec<bool> {
+        self.columns.pong_overdue[self.range.clone()]
+            .iter()
+            .map(|flag| *flag != 0)
+            .collect()
     }
 }
 
@@ -242,13 +198,13 @@ pub(crate) fn events_to_wit(events: &[Event]) -> Vec<wit::Event<'_>> {
     lend_events!(wit, events)
 }
 
-/// The plugin's `verdict-batch` as one [`Verdict`] per session, each
-/// distinct reason shared between its evictions. Columns of unequal length
-/// and reason indices past the reason list break the contract; everything
-/// else about the verdicts is [`crate::contract`]'s to check.
+/// The plugin's `verdict-batch`, checked and kept as columns: columns of
+/// unequal length, a tier or action code the contract does not define, and
+/// an eviction's reason index past the reason list break the contract;
+/// everything else about the verdicts is [`crate::contract`]'s to check.
 pub(crate) fn verdicts_from_wit(
     batch: wit::VerdictBatch,
-) -> Result<Vec<Verdict>, ContractViolation> {
+) -> Result<VerdictColumns, ContractViolation> {
     let wit::VerdictBatch {
         reasons,
         session,
@@ -275,43 +231,58 @@ pub(crate) fn verdicts_from_wit(
             sessions: len,
         });
     }
-    let reasons: Vec<Arc<str>> = reasons.into_iter().map(Arc::from).collect();
-    let mut verdicts = Vec::with_capacity(len);
-    for i in 0..len {
-        let action = match action[i] {
-            wit::Action::Keep => Action::Keep,
-            wit::Action::Ping => Action::Ping,
-            wit::Action::Evict => {
-                let index = reason_index[i];
-                let Some(reason) = reasons.get(index as usize) else {
+    if let Some(row) = tier
+        .iter()
+        .position(|code| Tier::from_code(*code).is_none())
+    {
+        return Err(ContractViolation::UnknownCode {
+            column: "tier",
+            session: session[row],
+            code: tier[row],
+        });
+    }
+    for row in 0..len {
+        match action[row] {
+            action_code::KEEP | action_code::PING => {}
+            action_code::EVICT => {
+                let index = reason_index[row];
+                if index as usize >= reasons.len() {
                     return Err(ContractViolation::UnknownReason {
-                        session: session[i],
+                        session: session[row],
                         index,
                         reasons: reasons.len(),
                     });
-                };
-                Action::Evict(Eviction {
-                    reason: reason.clone(),
-                    close_code: close_code[i],
+                }
+            }
+            code => {
+                return Err(ContractViolation::UnknownCode {
+                    column: "action",
+                    session: session[row],
+                    code,
                 })
             }
-        };
-        verdicts.push(Verdict {
-            session: session[i],
-            health: health[i],
-            tier: tier_from_wit(tier[i]),
-            action,
-            reassess_in_ms: reassess_in_ms[i],
-        });
+        }
     }
-    Ok(verdicts)
+    Ok(VerdictColumns {
+        reasons: reasons.into_iter().map(Arc::from).collect(),
+        session,
+        health,
+        tier,
+        action,
+        reason_index,
+        close_code,
+        reassess_in_ms,
+    })
 }
 
 pub(crate) mod v0_1;
+pub(crate) mod v0_2;
 
 #[cfg(test)]
 #[allow(clippy::expect_used)] // a failed expectation is the test failing
 mod tests {
+    use vigil_policy_sdk::{Action, Tier};
+
     use super::*;
 
     /// An answer for sessions 1, 2 and 3: keep, evict for `pong-timeout`,
@@ -321,8 +292,12 @@ mod tests {
             reasons: vec!["pong-timeout".to_owned()],
             session: vec![1, 2, 3],
             health: vec![100, 0, 5],
-            tier: vec![wit::Tier::Regular, wit::Tier::Fast, wit::Tier::KeepAlive],
-            action: vec![wit::Action::Keep, wit::Action::Evict, wit::Action::Evict],
+            tier: vec![
+                Tier::Regular.code(),
+                Tier::Fast.code(),
+                Tier::KeepAlive.code(),
+            ],
+            action: vec![action_code::KEEP, action_code::EVICT, action_code::EVICT],
             reason_index: vec![0, 0, 0],
             close_code: vec![0, 4000, 4001],
             reassess_in_ms: vec![5_000, 1_000, 30_000],
@@ -330,8 +305,10 @@ mod tests {
     }
 
     #[test]
-    fn columns_become_one_verdict_per_session_sharing_their_reasons() {
-        let verdicts = verdicts_from_wit(answer()).expect("a well-formed answer");
+    fn columns_are_kept_and_read_back_as_one_verdict_per_session_sharing_their_reasons() {
+        let verdicts = verdicts_from_wit(answer())
+            .expect("a well-formed answer")
+            .to_rows();
         assert_eq!(verdicts.len(), 3);
         assert_eq!(verdicts[0].action, Action::Keep);
         assert_eq!(verdicts[0].reassess_in_ms, 5_000);
@@ -379,5 +356,54 @@ mod tests {
         let mut keep = answer();
         keep.reason_index[0] = u32::MAX;
         assert!(verdicts_from_wit(keep).is_ok());
+    }
+
+    #[test]
+    fn a_tier_or_action_code_the_contract_lacks_is_refused_with_its_session() {
+        let mut tier = answer();
+        tier.tier[1] = 3;
+        assert_eq!(
+            verdicts_from_wit(tier).err(),
+            Some(ContractViolation::UnknownCode {
+                column: "tier",
+                session: 2,
+                code: 3
+            })
+        );
+        let mut action = answer();
+        action.action[2] = 7;
+        assert_eq!(
+            verdicts_from_wit(action).err(),
+            Some(ContractViolation::UnknownCode {
+                column: "action",
+                session: 3,
+                code: 7
+            })
+        );
+    }
+
+    #[test]
+    fn a_lent_range_carries_only_its_sessions_and_every_class() {
+        let mut facts: Vec<_> = (1..=4)
+            .map(|id| {
+                vigil_policy_sdk::SessionFacts::new(
+                    id,
+                    if id % 2 == 0 { "onebot" } else { "default" },
+                )
+            })
+            .collect();
+        facts[2].pong_overdue = true;
+        facts[2].tier = Tier::KeepAlive;
+        let columns = SessionColumns::from(&facts[..]);
+        let lent = LentBatch::new(&columns, 1..3);
+        let batch = lent.as_wit();
+        assert_eq!(batch.id, &[2, 3]);
+        assert_eq!(batch.classes, &["default", "onebot"]);
+        assert_eq!(batch.class_index, &[1, 0]);
+        assert_eq!(batch.pong_overdue, &[0, 1]);
+        assert_eq!(batch.tier, &[Tier::Fast.code(), Tier::KeepAlive.code()]);
+        assert_eq!(lent.pong_overdue_flags(), vec![false, true]);
+        assert_eq!(lent.tiers_as(['f', 'r', 'k']), vec!['f', 'k']);
+        assert_eq!(LentBatch::new(&columns, 3..9).len(), 1);
     }
 }

@@ -1,32 +1,37 @@
 //! A plugin's exports, whichever version of the contract it was built for.
-//! The host speaks `vigil:policy@0.2.0` and still loads plugins built for
-//! 0.1.0; this is the one place that tells them apart, so the sandbox calls
-//! a plugin the same way whatever its version.
+//! The host speaks `vigil:policy@0.3.0` and still loads plugins built for
+//! 0.2.0 and 0.1.0; this is the one place that tells them apart, so the
+//! sandbox calls a plugin the same way whatever its version.
 
-use vigil_policy_sdk::{Event, SessionId, Verdict};
+use vigil_policy_sdk::{Event, SessionId};
 use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
-use crate::bindings::{self, v0_1};
+use crate::bindings::{self, v0_1, v0_2};
+use crate::columns::VerdictColumns;
 use crate::contract::ContractViolation;
-use crate::convert::{self, WitBatch};
+use crate::convert::{self, LentBatch};
 use crate::sandbox::StoreState;
 
 /// The contract versions this host loads, newest first, as a plugin
 /// exports them.
-pub(crate) const CURRENT_EXPORT: &str = "vigil:policy/policy@0.2.0";
-/// The older one still loaded.
+pub(crate) const CURRENT_EXPORT: &str = "vigil:policy/policy@0.3.0";
+/// The older ones still loaded.
+pub(crate) const V0_2_EXPORT: &str = "vigil:policy/policy@0.2.0";
+/// The first published contract, still loaded.
 pub(crate) const V0_1_EXPORT: &str = "vigil:policy/policy@0.1.0";
 
 /// A linked plugin, ready to be instantiated.
 pub(crate) enum PluginPre {
     Current(bindings::PolicyPluginPre<StoreState>),
+    V0_2(v0_2::PolicyPluginPre<StoreState>),
     V0_1(v0_1::PolicyPluginPre<StoreState>),
 }
 
 /// A live plugin instance.
 pub(crate) enum Plugin {
     Current(bindings::PolicyPlugin),
+    V0_2(v0_2::PolicyPlugin),
     V0_1(v0_1::PolicyPlugin),
 }
 
@@ -34,12 +39,16 @@ impl PluginPre {
     /// The plugin as the newest contract it exports; the error is the
     /// current contract's reason for refusing it.
     pub(crate) fn new(instance_pre: InstancePre<StoreState>) -> wasmtime::Result<Self> {
-        match bindings::PolicyPluginPre::new(instance_pre.clone()) {
-            Ok(pre) => Ok(PluginPre::Current(pre)),
-            Err(current) => match v0_1::PolicyPluginPre::new(instance_pre) {
-                Ok(pre) => Ok(PluginPre::V0_1(pre)),
-                Err(_) => Err(current),
-            },
+        let current = match bindings::PolicyPluginPre::new(instance_pre.clone()) {
+            Ok(pre) => return Ok(PluginPre::Current(pre)),
+            Err(current) => current,
+        };
+        if let Ok(pre) = v0_2::PolicyPluginPre::new(instance_pre.clone()) {
+            return Ok(PluginPre::V0_2(pre));
+        }
+        match v0_1::PolicyPluginPre::new(instance_pre) {
+            Ok(pre) => Ok(PluginPre::V0_1(pre)),
+            Err(_) => Err(current),
         }
     }
 
@@ -47,6 +56,7 @@ impl PluginPre {
     pub(crate) fn contract(&self) -> &'static str {
         match self {
             PluginPre::Current(_) => CURRENT_EXPORT,
+            PluginPre::V0_2(_) => V0_2_EXPORT,
             PluginPre::V0_1(_) => V0_1_EXPORT,
         }
     }
@@ -54,6 +64,7 @@ impl PluginPre {
     pub(crate) fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Plugin> {
         Ok(match self {
             PluginPre::Current(pre) => Plugin::Current(pre.instantiate(store)?),
+            PluginPre::V0_2(pre) => Plugin::V0_2(pre.instantiate(store)?),
             PluginPre::V0_1(pre) => Plugin::V0_1(pre.instantiate(store)?),
         })
     }
@@ -67,6 +78,7 @@ impl Plugin {
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
             Plugin::Current(plugin) => plugin.vigil_policy_policy().call_configure(store, config),
+            Plugin::V0_2(plugin) => plugin.vigil_policy_policy().call_configure(store, config),
             Plugin::V0_1(plugin) => plugin.vigil_policy_policy().call_configure(store, config),
         }
     }
@@ -80,6 +92,9 @@ impl Plugin {
             Plugin::Current(plugin) => plugin
                 .vigil_policy_policy()
                 .call_on_events(store, &convert::events_to_wit(events)),
+            Plugin::V0_2(plugin) => plugin
+                .vigil_policy_policy()
+                .call_on_events(store, &convert::v0_2::events_to_wit(events)),
             Plugin::V0_1(plugin) => plugin
                 .vigil_policy_policy()
                 .call_on_events(store, &convert::v0_1::events_to_wit(events)),
@@ -92,8 +107,8 @@ impl Plugin {
         &self,
         store: &mut Store<StoreState>,
         now_ms: u64,
-        facts: &WitBatch<'_>,
-    ) -> wasmtime::Result<Result<Vec<Verdict>, ContractViolation>> {
+        facts: &LentBatch<'_>,
+    ) -> wasmtime::Result<Result<VerdictColumns, ContractViolation>> {
         match self {
             Plugin::Current(plugin) => {
                 let answer =
@@ -102,9 +117,17 @@ impl Plugin {
                         .call_assess(store, now_ms, facts.as_wit())?;
                 Ok(convert::verdicts_from_wit(answer))
             }
+            Plugin::V0_2(plugin) => {
+                let (tiers, overdue) = (convert::v0_2::tiers(facts), facts.pong_overdue_flags());
+                let batch = convert::v0_2::session_batch(facts, &tiers, &overdue);
+                let answer = plugin
+                    .vigil_policy_policy()
+                    .call_assess(store, now_ms, batch)?;
+                Ok(convert::v0_2::verdicts_from_wit(answer))
+            }
             Plugin::V0_1(plugin) => {
-                let tiers = convert::v0_1::tiers(facts);
-                let batch = convert::v0_1::session_batch(facts, &tiers);
+                let (tiers, overdue) = (convert::v0_1::tiers(facts), facts.pong_overdue_flags());
+                let batch = convert::v0_1::session_batch(facts, &tiers, &overdue);
                 let answer = plugin
                     .vigil_policy_policy()
                     .call_assess(store, now_ms, batch)?;
@@ -117,7 +140,7 @@ impl Plugin {
         &self,
         store: &mut Store<StoreState>,
         now_ms: u64,
-        facts: &WitBatch<'_>,
+        facts: &LentBatch<'_>,
         excess: u32,
     ) -> wasmtime::Result<Vec<SessionId>> {
         match self {
@@ -127,9 +150,16 @@ impl Plugin {
                 facts.as_wit(),
                 excess,
             ),
+            Plugin::V0_2(plugin) => {
+                let (tiers, overdue) = (convert::v0_2::tiers(facts), facts.pong_overdue_flags());
+                let batch = convert::v0_2::session_batch(facts, &tiers, &overdue);
+                plugin
+                    .vigil_policy_policy()
+                    .call_select_evictions(store, now_ms, batch, excess)
+            }
             Plugin::V0_1(plugin) => {
-                let tiers = convert::v0_1::tiers(facts);
-                let batch = convert::v0_1::session_batch(facts, &tiers);
+                let (tiers, overdue) = (convert::v0_1::tiers(facts), facts.pong_overdue_flags());
+                let batch = convert::v0_1::session_batch(facts, &tiers, &overdue);
                 plugin
                     .vigil_policy_policy()
                     .call_select_evictions(store, now_ms, batch, excess)

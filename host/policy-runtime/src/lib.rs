@@ -5,8 +5,10 @@
 //! keeps both rules, see ARCHITECTURE.md).
 //!
 //! - [`sandbox`]: wasmtime engine, component loading, one sandboxed instance.
+//! - [`columns`]: a batch's facts and verdicts, column by column, as the
+//!   contract carries them.
 //! - `exports`: a plugin's exports, whichever contract version it was
-//!   built for (0.2.0, or 0.1.0 still loaded).
+//!   built for (0.3.0, or 0.2.0 and 0.1.0 still loaded).
 //! - [`compile_cache`]: compiled plugins on disk, checked before use.
 //! - [`limits`]: the deadline, memory and instance caps a plugin runs under.
 //! - `watchdog`: enforces call deadlines, asleep while no call runs.
@@ -31,6 +33,7 @@
 pub mod batching;
 mod bindings;
 pub mod clock;
+pub mod columns;
 pub mod compile_cache;
 pub mod contract;
 mod convert;
@@ -55,6 +58,7 @@ pub mod worker;
 /// The plugin-facing types, shared with plugins written in Rust.
 pub use vigil_policy_sdk as sdk;
 
+pub use columns::{SessionColumns, VerdictColumns};
 pub use contract::ContractViolation;
 pub use limits::SandboxLimits;
 pub use sandbox::{LoadError, PluginSource, PolicyEngine, Sandbox};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use vigil_policy_sdk::{Action, SessionFacts, Verdict};
 
+use crate::columns::SessionColumns;
 use crate::json::{facts_json, verdict_json};
 use crate::supervisor::{Supervisor, VerdictSource};
 use crate::trace::{TraceError, TraceHeader, TraceReader, TraceRecord};
@@ -302,7 +303,7 @@ pub fn replay(
                 source: _,
             } => {
                 *report.calls.entry("assess").or_default() += 1;
-                let outcome = candidate.assess(now_ms, &sessions);
+                let outcome = candidate.assess(now_ms, &SessionColumns::from(&sessions[..]));
                 let fault = match outcome.source {
                     VerdictSource::Plugin => None,
                     VerdictSource::Fallback(kind) => Some(kind.to_string()),
@@ -318,7 +319,7 @@ pub fn replay(
                     now_ms,
                     &sessions,
                     &verdicts,
-                    &outcome.verdicts,
+                    &outcome.verdicts.to_rows(),
                 );
             }
             TraceRecord::SelectEvictions {
@@ -328,7 +329,11 @@ pub fn replay(
                 chosen,
             } => {
                 *report.calls.entry("select-evictions").or_default() += 1;
-                let answer = candidate.select_evictions(now_ms, &sessions, excess);
+                let answer = candidate.select_evictions(
+                    now_ms,
+                    &SessionColumns::from(&sessions[..]),
+                    excess,
+                );
                 report.selections_compared += 1;
                 let as_set = |ids: &Option<Vec<u64>>| {
                     ids.as_ref()

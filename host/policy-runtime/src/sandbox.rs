@@ -28,12 +28,13 @@ use crate::compile_cache::{CompileCache, Compiled};
 use crate::watchdog::{CallBudget, Watchdog};
 
 use super::bindings;
-use super::convert;
-use super::exports::{Plugin, PluginPre, CURRENT_EXPORT, V0_1_EXPORT};
+use super::columns::{SessionColumns, VerdictColumns};
+use super::convert::LentBatch;
+use super::exports::{Plugin, PluginPre, CURRENT_EXPORT, V0_1_EXPORT, V0_2_EXPORT};
 pub use super::fault::{CallFault, FaultKind};
 use super::limits::{Limiter, SandboxLimits};
 use super::output::{PluginLevel, PluginOutput};
-use vigil_policy_sdk::{Event, SessionFacts, SessionId, Verdict};
+use vigil_policy_sdk::{Event, SessionId};
 
 /// The process-wide wasmtime engine: compilation settings, epoch-based
 /// interruption and its [`Watchdog`], and the linker every plugin is
@@ -98,8 +99,12 @@ impl PolicyEngine {
             &mut linker,
             |state| state,
         )?;
-        // The older contract's `log` and `types` are interfaces of their
-        // own (`@0.1.0`), linked beside the current ones.
+        // The older contracts' `log` and `types` are interfaces of their
+        // own (`@0.2.0`, `@0.1.0`), linked beside the current ones.
+        bindings::v0_2::PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(
+            &mut linker,
+            |state| state,
+        )?;
         bindings::v0_1::PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(
             &mut linker,
             |state| state,
@@ -260,7 +265,7 @@ pub enum LoadError {
         detail: String,
     },
     /// It is a component of another world.
-    #[error("policy plugin {name} is not a Vigil policy: it does not export {CURRENT_EXPORT} (or the older {V0_1_EXPORT}) with the expected functions ({detail})")]
+    #[error("policy plugin {name} is not a Vigil policy: it does not export {CURRENT_EXPORT} (or the older {V0_2_EXPORT} or {V0_1_EXPORT}) with the expected functions ({detail})")]
     WrongWorld {
         /// The plugin's name.
         name: String,
@@ -307,6 +312,7 @@ impl WasiView for StoreState {
 }
 
 impl bindings::vigil::policy::types::Host for StoreState {}
+impl bindings::v0_2::vigil::policy::types::Host for StoreState {}
 impl bindings::v0_1::vigil::policy::types::Host for StoreState {}
 
 /// A `level` of either contract version's `log` interface, as the host's
@@ -327,6 +333,13 @@ macro_rules! plugin_level {
 impl bindings::vigil::policy::log::Host for StoreState {
     fn log(&mut self, level: bindings::vigil::policy::log::Level, message: String) {
         let level = plugin_level!(level, bindings::vigil::policy::log);
+        self.output.log(level, &message);
+    }
+}
+
+impl bindings::v0_2::vigil::policy::log::Host for StoreState {
+    fn log(&mut self, level: bindings::v0_2::vigil::policy::log::Level, message: String) {
+        let level = plugin_level!(level, bindings::v0_2::vigil::policy::log);
         self.output.log(level, &message);
     }
 }
@@ -431,7 +444,7 @@ impl Sandbox {
                 plugin = %name,
                 contract = pre.contract(),
                 current = CURRENT_EXPORT,
-                "policy plugin built for an older contract; it runs, but rebuild it for the current one (plugins/README.md, \"Upgrading from 0.1.0\")"
+                "policy plugin built for an older contract; it runs, but rebuild it for the current one (plugins/README.md, \"Upgrading from an older contract\")"
             );
         }
         tracing::debug!(
@@ -480,7 +493,8 @@ impl Sandbox {
     }
 
     /// The contract interface the plugin exports: the current
-    /// `vigil:policy/policy@0.2.0`, or the older `@0.1.0`, still loaded.
+    /// `vigil:policy/policy@0.3.0`, or the older `@0.2.0` or `@0.1.0`,
+    /// still loaded.
     pub fn contract(&self) -> &'static str {
         self.pre.contract()
     }
@@ -667,17 +681,20 @@ impl Sandbox {
     pub fn assess(
         &mut self,
         now_ms: u64,
-        sessions: &[SessionFacts],
-    ) -> Result<Vec<Verdict>, CallFault> {
+        sessions: &SessionColumns,
+    ) -> Result<VerdictColumns, CallFault> {
         self.clock.set(now_ms);
         // At least one call, so an empty batch reaches the plugin too.
-        let mut verdicts = Vec::with_capacity(sessions.len());
-        let mut rest = sessions;
+        let mut verdicts: Option<VerdictColumns> = None;
+        let mut start = 0;
         loop {
             let cap = self.batch.sessions_per_call();
-            let (chunk, after) = rest.split_at(cap.min(rest.len()));
-            match self.assess_call(now_ms, chunk) {
-                Ok(answer) => verdicts.extend(answer),
+            let end = start + cap.min(sessions.len() - start);
+            match self.assess_call(now_ms, &LentBatch::new(sessions, start..end)) {
+                Ok(answer) => match verdicts.as_mut() {
+                    None => verdicts = Some(answer),
+                    Some(verdicts) => verdicts.append(answer),
+                },
                 // An overrun that halved the cap is retried, on a fresh
                 // instance, at the smaller size: a busy machine's pause
                 // costs a retry, not the batch. A plugin that overruns
@@ -693,10 +710,10 @@ impl Sandbox {
                 }
                 Err(fault) => return Err(fault),
             }
-            if after.is_empty() {
-                return Ok(verdicts);
+            if end == sessions.len() {
+                return Ok(verdicts.unwrap_or_default());
             }
-            rest = after;
+            start = end;
         }
     }
 
@@ -704,15 +721,14 @@ impl Sandbox {
     fn assess_call(
         &mut self,
         now_ms: u64,
-        sessions: &[SessionFacts],
-    ) -> Result<Vec<Verdict>, CallFault> {
-        let facts = convert::facts_to_wit(sessions);
+        facts: &LentBatch<'_>,
+    ) -> Result<VerdictColumns, CallFault> {
         self.assess_calls += 1;
         let started = Instant::now();
-        let result = self.call(|store, plugin| plugin.assess(store, now_ms, &facts));
+        let result = self.call(|store, plugin| plugin.assess(store, now_ms, facts));
         match result {
             Ok(verdicts) => {
-                self.batch.record(sessions.len(), started.elapsed());
+                self.batch.record(facts.len(), started.elapsed());
                 self.tell_batch_cap();
                 // The instance answered; a malformed answer breaks the
                 // contract but leaves the instance usable.
@@ -720,10 +736,10 @@ impl Sandbox {
             }
             Err(fault) => {
                 if fault.kind == FaultKind::Deadline {
-                    if let Some(cap) = self.batch.deadline_hit(sessions.len()) {
+                    if let Some(cap) = self.batch.deadline_hit(facts.len()) {
                         tracing::warn!(
                             plugin = %self.name,
-                            sessions = sessions.len(),
+                            sessions = facts.len(),
                             cap,
                             deadline_ms = self.limits.call_deadline.as_millis() as u64,
                             "policy plugin overran its deadline on this many sessions; its batches are now split into calls of at most {cap}"
@@ -774,7 +790,7 @@ impl Sandbox {
     pub fn select_evictions(
         &mut self,
         now_ms: u64,
-        sessions: &[SessionFacts],
+        sessions: &SessionColumns,
         excess: u32,
     ) -> Result<Vec<SessionId>, CallFault> {
         self.clock.set(now_ms);
@@ -784,37 +800,30 @@ impl Sandbox {
             .max((excess as usize).saturating_mul(2))
             .max(batching::MIN_CAP);
         if sessions.len() <= cap {
-            return self.select_call(now_ms, sessions, excess);
+            return self.select_call(now_ms, &LentBatch::new(sessions, 0..sessions.len()), excess);
         }
-        let mut pool = sessions.to_vec();
+        let mut pool = sessions.clone();
         while pool.len() > cap {
-            let mut candidates = Vec::new();
-            for part in pool.chunks(cap) {
-                let chosen: HashSet<SessionId> = self
-                    .select_call(now_ms, part, excess)?
-                    .into_iter()
-                    .collect();
-                candidates.extend(
-                    part.iter()
-                        .filter(|facts| chosen.contains(&facts.id))
-                        .cloned(),
-                );
+            let mut chosen = HashSet::new();
+            for start in (0..pool.len()).step_by(cap) {
+                let part = LentBatch::new(&pool, start..start + cap);
+                chosen.extend(self.select_call(now_ms, &part, excess)?);
             }
+            let candidates = pool.filter(|id| chosen.contains(&id));
             if candidates.len() >= pool.len() {
                 break; // a plugin that keeps choosing everything
             }
             pool = candidates;
         }
-        self.select_call(now_ms, &pool, excess)
+        self.select_call(now_ms, &LentBatch::new(&pool, 0..pool.len()), excess)
     }
 
     fn select_call(
         &mut self,
         now_ms: u64,
-        sessions: &[SessionFacts],
+        facts: &LentBatch<'_>,
         excess: u32,
     ) -> Result<Vec<SessionId>, CallFault> {
-        let facts = convert::facts_to_wit(sessions);
-        self.call(|store, plugin| plugin.select_evictions(store, now_ms, &facts, excess))
+        self.call(|store, plugin| plugin.select_evictions(store, now_ms, facts, excess))
     }
 }

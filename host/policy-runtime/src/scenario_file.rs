@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::columns::SessionColumns;
 use crate::sandbox::Sandbox;
 use crate::scenarios::established;
 use crate::sdk::{
@@ -381,8 +382,9 @@ fn run_assess(sandbox: &mut Sandbox, case: &AssessCase) -> Vec<String> {
             return vec![format!("on-events faulted: {fault}")];
         }
     }
-    let verdicts = match sandbox.assess(now_ms, std::slice::from_ref(&facts)) {
-        Ok(verdicts) => verdicts,
+    let batch = SessionColumns::from(std::slice::from_ref(&facts));
+    let verdicts = match sandbox.assess(now_ms, &batch) {
+        Ok(verdicts) => verdicts.to_rows(),
         Err(fault) => return vec![format!("assess faulted: {fault}")],
     };
     match verdicts.as_slice() {
@@ -470,6 +472,7 @@ fn run_selection(sandbox: &mut Sandbox, case: &SelectionCase) -> Vec<String> {
         .zip(1..)
         .map(|(spec, id)| spec.facts(id))
         .collect();
+    let batch = SessionColumns::from(&batch[..]);
     let mut chosen = match sandbox.select_evictions(now_ms, &batch, case.excess) {
         Ok(chosen) => chosen,
         Err(fault) => return vec![format!("select-evictions faulted: {fault}")],

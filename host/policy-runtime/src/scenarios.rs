@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use vigil_policy_sdk::{Action, SessionFacts, SessionId, TcpFacts, Tier, Verdict};
 
+use super::columns::SessionColumns;
 use super::contract::{self, ContractViolation};
 use super::sandbox::{CallFault, Sandbox};
 
@@ -348,7 +349,7 @@ pub fn run_check(
     capacity_sessions: usize,
 ) -> Result<CheckReport, CheckError> {
     let table = scenarios();
-    let facts: Vec<SessionFacts> = table.iter().map(|s| s.facts.clone()).collect();
+    let facts: SessionColumns = table.iter().map(|s| &s.facts).collect();
     let started = Instant::now();
     let verdicts = sandbox
         .assess(SCENARIO_NOW_MS, &facts)
@@ -357,10 +358,11 @@ pub fn run_check(
             fault,
         })?;
     let assess_time = started.elapsed();
-    contract::check_verdicts(&facts, &verdicts).map_err(|violation| CheckError::Contract {
+    contract::check_verdicts(facts.ids(), &verdicts).map_err(|violation| CheckError::Contract {
         call: "assess",
         violation,
     })?;
+    let verdicts = verdicts.to_rows();
     let rows = table
         .into_iter()
         .map(|scenario| {
@@ -373,7 +375,7 @@ pub fn run_check(
         .filter_map(|(scenario, verdict)| verdict.map(|v| (scenario, v)))
         .collect();
 
-    let batch = capacity_batch(capacity_sessions);
+    let batch = SessionColumns::from(&capacity_batch(capacity_sessions)[..]);
     let excess = (capacity_sessions / 10).max(1) as u32;
     let started = Instant::now();
     let chosen = sandbox
@@ -383,7 +385,7 @@ pub fn run_check(
             fault,
         })?;
     let select_time = started.elapsed();
-    contract::check_evictions(&batch, excess, &chosen).map_err(|violation| {
+    contract::check_evictions(batch.ids(), excess, &chosen).map_err(|violation| {
         CheckError::Contract {
             call: "select-evictions",
             violation,
@@ -429,7 +431,7 @@ fn run_contract_batches(sandbox: &mut Sandbox) -> Result<Vec<BatchCheck>, CheckE
         })?;
     let mut checks = Vec::new();
     for (round, size) in CONTRACT_BATCH_SIZES.into_iter().enumerate() {
-        let batch = generated_facts(size, 0xC0FFEE + round as u64);
+        let batch = SessionColumns::from(&generated_facts(size, 0xC0FFEE + round as u64)[..]);
         let calls_before = sandbox.assess_calls();
         let started = Instant::now();
         let verdicts =
@@ -440,9 +442,11 @@ fn run_contract_batches(sandbox: &mut Sandbox) -> Result<Vec<BatchCheck>, CheckE
                     fault,
                 })?;
         let elapsed = started.elapsed();
-        contract::check_verdicts(&batch, &verdicts).map_err(|violation| CheckError::Contract {
-            call: "assess",
-            violation,
+        contract::check_verdicts(batch.ids(), &verdicts).map_err(|violation| {
+            CheckError::Contract {
+                call: "assess",
+                violation,
+            }
         })?;
         checks.push(BatchCheck {
             sessions: size,

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{json, Value};
 use vigil_policy_sdk::{SessionFacts, Verdict};
 
+use crate::columns::{SessionColumns, VerdictColumns};
 use crate::json::{facts_json, verdict_json};
 
 use super::supervisor::{Supervisor, VerdictSource};
@@ -72,7 +73,7 @@ impl Shadow {
     }
 
     /// Assesses the batch the active policy just assessed and compares.
-    pub fn observe(&mut self, now_ms: u64, sessions: &[SessionFacts], active: &[Verdict]) {
+    pub fn observe(&mut self, now_ms: u64, sessions: &SessionColumns, active: &VerdictColumns) {
         self.batches += 1;
         let outcome = self.supervisor.assess(now_ms, sessions);
         if outcome.source != VerdictSource::Plugin {
@@ -80,27 +81,35 @@ impl Shadow {
             self.faulted_batches += 1;
             return;
         }
-        let facts_by_id: HashMap<u64, &SessionFacts> = sessions.iter().map(|f| (f.id, f)).collect();
-        let shadow_by_id: HashMap<u64, &Verdict> =
-            outcome.verdicts.iter().map(|v| (v.session, v)).collect();
-        for active_verdict in active {
+        let shadow_by_id: HashMap<u64, Verdict> =
+            outcome.verdicts.rows().map(|v| (v.session, v)).collect();
+        let index_by_id: HashMap<u64, usize> = sessions
+            .ids()
+            .iter()
+            .enumerate()
+            .map(|(index, id)| (*id, index))
+            .collect();
+        for active_verdict in active.rows() {
             let Some(shadow_verdict) = shadow_by_id.get(&active_verdict.session) else {
                 continue;
             };
             self.sessions_compared += 1;
-            let differences = self.differences(active_verdict, shadow_verdict);
+            let differences = self.differences(&active_verdict, shadow_verdict);
             if differences.is_empty() {
                 continue;
             }
             self.disagreements += 1;
-            if let Some(facts) = facts_by_id.get(&active_verdict.session) {
+            let facts = index_by_id
+                .get(&active_verdict.session)
+                .and_then(|index| sessions.row(*index));
+            if let Some(facts) = facts {
                 if self.samples.len() == SAMPLE_CAPACITY {
                     self.samples.pop_front();
                 }
                 self.samples.push_back(Disagreement {
-                    facts: (*facts).clone(),
-                    active: active_verdict.clone(),
-                    shadow: (*shadow_verdict).clone(),
+                    facts,
+                    shadow: shadow_verdict.clone(),
+                    active: active_verdict,
                     differences,
                 });
             }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use vigil_default_policy::DefaultPolicy;
-use vigil_policy_sdk::{Event, Policy, SessionFacts, SessionId, Verdict};
+use vigil_policy_sdk::{Event, Policy, SessionId};
 
+use super::columns::{SessionColumns, VerdictColumns};
 use super::contract;
 pub use super::fault::FaultKind;
 use super::sandbox::{CallFault, Sandbox};
@@ -73,7 +74,7 @@ pub enum VerdictSource {
 #[derive(Debug, Clone)]
 pub struct AssessOutcome {
     /// One per session in the batch; always valid under the contract.
-    pub verdicts: Vec<Verdict>,
+    pub verdicts: VerdictColumns,
     /// Plugin or fallback.
     pub source: VerdictSource,
     /// Time spent in the call, fallback included.
@@ -201,13 +202,14 @@ impl Supervisor {
 
     /// Verdicts for a batch: the plugin's when it answers within its limits
     /// and the contract, the fallback's otherwise. Never fails.
-    pub fn assess(&mut self, now_ms: u64, sessions: &[SessionFacts]) -> AssessOutcome {
+    pub fn assess(&mut self, now_ms: u64, sessions: &SessionColumns) -> AssessOutcome {
         let started = Instant::now();
         let (verdicts, source) = match self.plugin_assess(now_ms, sessions) {
             Ok(verdicts) => (verdicts, VerdictSource::Plugin),
             Err(source) => {
                 self.stats.fallback_batches.fetch_add(1, Ordering::Relaxed);
-                (self.fallback.assess(now_ms, sessions), source)
+                let verdicts = self.fallback.assess(now_ms, &sessions.to_rows());
+                (VerdictColumns::from(&verdicts[..]), source)
             }
         };
         self.stats
@@ -224,13 +226,13 @@ impl Supervisor {
     fn plugin_assess(
         &mut self,
         now_ms: u64,
-        sessions: &[SessionFacts],
-    ) -> Result<Vec<Verdict>, VerdictSource> {
+        sessions: &SessionColumns,
+    ) -> Result<VerdictColumns, VerdictSource> {
         self.ready("assess")?;
         let result = self.sandbox.assess(now_ms, sessions);
         self.stats.record_call();
         let verdicts = result.map_err(|fault| self.fault("assess", fault))?;
-        if let Err(violation) = contract::check_verdicts(sessions, &verdicts) {
+        if let Err(violation) = contract::check_verdicts(sessions.ids(), &verdicts) {
             let fault = CallFault::from(violation);
             return Err(self.fault("assess", fault));
         }
@@ -256,11 +258,12 @@ impl Supervisor {
     pub fn select_evictions(
         &mut self,
         now_ms: u64,
-        sessions: &[SessionFacts],
+        sessions: &SessionColumns,
         excess: u32,
     ) -> Option<Vec<SessionId>> {
         if self.state() == PolicyState::Disabled {
-            return Some(self.fallback.select_evictions(now_ms, sessions, excess));
+            let sessions = sessions.to_rows();
+            return Some(self.fallback.select_evictions(now_ms, &sessions, excess));
         }
         self.ready("select-evictions").ok()?;
         let result = self.sandbox.select_evictions(now_ms, sessions, excess);
@@ -272,7 +275,7 @@ impl Supervisor {
                 return None;
             }
         };
-        if let Err(violation) = contract::check_evictions(sessions, excess, &chosen) {
+        if let Err(violation) = contract::check_evictions(sessions.ids(), excess, &chosen) {
             let fault = CallFault::from(violation);
             self.fault("select-evictions", fault);
             return None;

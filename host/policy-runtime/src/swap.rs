@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use vigil_policy_sdk::SessionFacts;
+use crate::columns::SessionColumns;
 
 use super::contract::{self, ContractViolation};
 use super::limits::SandboxLimits;
@@ -63,12 +63,12 @@ pub fn validate(
     config_json: &str,
     limits: SandboxLimits,
     now_ms: u64,
-    snapshot: &[SessionFacts],
+    snapshot: &SessionColumns,
 ) -> Result<Validated, RejectedCandidate> {
     let started = Instant::now();
     let mut sandbox = Sandbox::load(engine, source, config_json, limits)?;
     let name = sandbox.name().to_string();
-    for batch in [&[][..], snapshot] {
+    for batch in [&SessionColumns::new(), snapshot] {
         let verdicts =
             sandbox
                 .assess(now_ms, batch)
@@ -77,7 +77,7 @@ pub fn validate(
                     sessions: batch.len(),
                     fault,
                 })?;
-        contract::check_verdicts(batch, &verdicts).map_err(|violation| {
+        contract::check_verdicts(batch.ids(), &verdicts).map_err(|violation| {
             RejectedCandidate::DryRunContract {
                 name: name.clone(),
                 sessions: batch.len(),
@@ -99,7 +99,7 @@ pub async fn validate_off_runtime(
     config_json: String,
     limits: SandboxLimits,
     now_ms: u64,
-    snapshot: Vec<SessionFacts>,
+    snapshot: SessionColumns,
 ) -> Result<Validated, RejectedCandidate> {
     crate::thread::on_own_thread("vigil-validate", move || {
         validate(&engine, &source, &config_json, limits, now_ms, &snapshot)

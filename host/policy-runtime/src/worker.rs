@@ -16,7 +16,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
-use vigil_policy_sdk::{Event, SessionFacts, SessionId};
+use vigil_policy_sdk::{Event, SessionId};
+
+use super::columns::SessionColumns;
 
 use super::recorder::{Recording, RecordingCaps, RecordingTap};
 use super::shadow::Shadow;
@@ -52,8 +54,9 @@ pub struct PluginReport {
     pub sha256: String,
     /// A path, `embedded`, `admin-api`.
     pub source: String,
-    /// The contract interface it exports (`vigil:policy/policy@0.2.0`, or
-    /// the older `@0.1.0`), so an operator can see which plugins to rebuild.
+    /// The contract interface it exports (`vigil:policy/policy@0.3.0`, or
+    /// an older one, `@0.2.0` or `@0.1.0`), so an operator can see which
+    /// plugins to rebuild.
     pub contract: &'static str,
     /// Unix time in ms.
     pub loaded_at: u64,
@@ -124,13 +127,13 @@ pub struct ShadowSummary {
 enum Request {
     Assess {
         now_ms: u64,
-        sessions: Vec<SessionFacts>,
+        sessions: SessionColumns,
         reply: oneshot::Sender<AssessOutcome>,
     },
     Events(Vec<Event>),
     SelectEvictions {
         now_ms: u64,
-        sessions: Vec<SessionFacts>,
+        sessions: SessionColumns,
         excess: u32,
         reply: oneshot::Sender<Option<Vec<SessionId>>>,
     },
@@ -241,8 +244,8 @@ impl PolicyThread {
                     }
                     self.record(|| TraceRecord::Assess {
                         now_ms,
-                        sessions,
-                        verdicts,
+                        sessions: sessions.to_rows(),
+                        verdicts: verdicts.to_rows(),
                         source: source_name(source),
                     });
                 }
@@ -266,7 +269,7 @@ impl PolicyThread {
                         self.record(|| TraceRecord::SelectEvictions {
                             now_ms,
                             excess,
-                            sessions,
+                            sessions: sessions.to_rows(),
                             chosen,
                         });
                     }
@@ -416,7 +419,7 @@ impl PolicyHandle {
     pub async fn assess(
         &self,
         now_ms: u64,
-        sessions: Vec<SessionFacts>,
+        sessions: SessionColumns,
     ) -> Result<AssessOutcome, WorkerGone> {
         self.ask(|reply| Request::Assess {
             now_ms,
@@ -436,7 +439,7 @@ impl PolicyHandle {
     pub async fn select_evictions(
         &self,
         now_ms: u64,
-        sessions: Vec<SessionFacts>,
+        sessions: SessionColumns,
         excess: u32,
     ) -> Result<Option<Vec<SessionId>>, WorkerGone> {
         self.ask(|reply| Request::SelectEvictions {

@@ -10,7 +10,9 @@ use axum::extract::ws::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use vigil_policy_runtime::recorder::Recording;
-use vigil_policy_runtime::{Event, EventKind, PolicyEngine, PolicyHandle, SessionFacts, SessionId};
+use vigil_policy_runtime::{
+    Event, EventKind, PolicyEngine, PolicyHandle, SessionColumns, SessionFacts, SessionId,
+};
 
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
@@ -334,17 +336,17 @@ impl Hub {
     }
 
     /// Every live session's facts as of now.
-    pub(crate) fn facts_snapshot(&self) -> (u64, Vec<SessionFacts>) {
+    pub(crate) fn facts_snapshot(&self) -> (u64, SessionColumns) {
         self.facts_sample(usize::MAX)
     }
 
     /// Up to `limit` live sessions' facts as of now.
-    pub(crate) fn facts_sample(&self, limit: usize) -> (u64, Vec<SessionFacts>) {
+    pub(crate) fn facts_sample(&self, limit: usize) -> (u64, SessionColumns) {
         let now = Instant::now();
-        let mut facts = Vec::with_capacity(self.registry.len().min(limit));
+        let mut facts = SessionColumns::with_capacity(self.registry.len().min(limit));
         self.registry.for_each(|session| {
             if facts.len() < limit {
-                facts.push(self.facts(session, now));
+                facts.push(&self.facts(session, now));
             }
         });
         (self.now_ms(now), facts)

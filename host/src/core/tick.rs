@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use vigil_policy_runtime::{
-    Action, Event, EventKind, FrameKind, SessionFacts, Verdict, VerdictSource,
+    Action, Event, EventKind, FrameKind, SessionColumns, Verdict, VerdictSource,
 };
 
 use crate::core::close_codes;
@@ -95,7 +95,7 @@ fn forward_events(hub: &Hub) {
 pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     let tiers = hub.config.tiers;
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
-    let mut batch: Vec<SessionFacts> = Vec::new();
+    let mut batch = SessionColumns::new();
     // The batch's sessions in its order: verdicts usually come back in it,
     // and then need no second registry lookup.
     let mut assessed: Vec<Arc<Session>> = Vec::new();
@@ -112,7 +112,7 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
                 }
             }
             if visit.assess {
-                batch.push(state.facts(
+                batch.push(&state.facts(
                     session.id,
                     &session.class,
                     session.connected_at,
@@ -145,7 +145,7 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
     if matches!(outcome.source, VerdictSource::Fallback(_)) {
         hub.metrics.policy_faults.inc();
     }
-    for (position, verdict) in outcome.verdicts.into_iter().enumerate() {
+    for (position, verdict) in outcome.verdicts.rows().enumerate() {
         let session = match assessed.get(position) {
             Some(session) if session.id == verdict.session => Arc::clone(session),
             // Out of the batch's order: by id (the contract checked it is

@@ -39,22 +39,6 @@ pub(crate) fn log(level: LogLevel, message: &str) {
     wit_log::log(level, message);
 }
 
-fn tier_from_wit(tier: wit::Tier) -> Tier {
-    match tier {
-        wit::Tier::Fast => Tier::Fast,
-        wit::Tier::Regular => Tier::Regular,
-        wit::Tier::KeepAlive => Tier::KeepAlive,
-    }
-}
-
-fn tier_to_wit(tier: Tier) -> wit::Tier {
-    match tier {
-        Tier::Fast => wit::Tier::Fast,
-        Tier::Regular => wit::Tier::Regular,
-        Tier::KeepAlive => wit::Tier::KeepAlive,
-    }
-}
-
 fn frame_kind_from_wit(kind: wit::FrameKind) -> FrameKind {
     match kind {
         wit::FrameKind::Text => FrameKind::Text,
@@ -138,7 +122,7 @@ pub fn facts_from_wit(batch: wit::SessionBatch) -> Vec<SessionFacts> {
             since_pong_ms: known_u64(since_pong_ms[i]),
             outstanding_pings: outstanding_pings[i],
             oldest_ping_ms: (outstanding_pings[i] > 0).then_some(oldest_ping_ms[i]),
-            pong_overdue: pong_overdue[i],
+            pong_overdue: pong_overdue[i] != 0,
             last_rtt_ms: known_u32(last_rtt_ms[i]),
             send_errors: send_errors[i],
             transport_errors: transport_errors[i],
@@ -146,7 +130,8 @@ pub fn facts_from_wit(batch: wit::SessionBatch) -> Vec<SessionFacts> {
             queued_frames: queued_frames[i],
             backlog_ms: backlog_ms[i],
             dropped_frames: dropped_frames[i],
-            tier: tier_from_wit(tier[i]),
+            // The host sends only the codes it defines.
+            tier: Tier::from_code(tier[i]).unwrap_or(Tier::Fast),
             tcp: known_u32(tcp_rtt_us[i]).map(|rtt_us| TcpFacts {
                 rtt_us,
                 rttvar_us: tcp_rttvar_us[i],
@@ -227,17 +212,17 @@ pub fn verdicts_to_wit(verdicts: Vec<Verdict>) -> wit::VerdictBatch {
     let mut reasons: Vec<Arc<str>> = Vec::new();
     for verdict in verdicts {
         let (kind, reason, code) = match verdict.action {
-            Action::Keep => (wit::Action::Keep, 0, 0),
-            Action::Ping => (wit::Action::Ping, 0, 0),
+            Action::Keep => (action_code::KEEP, 0, 0),
+            Action::Ping => (action_code::PING, 0, 0),
             Action::Evict(eviction) => (
-                wit::Action::Evict,
+                action_code::EVICT,
                 intern(&mut reasons, eviction.reason),
                 eviction.close_code,
             ),
         };
         session.push(verdict.session);
         health.push(verdict.health);
-        tier.push(tier_to_wit(verdict.tier));
+        tier.push(verdict.tier.code());
         action.push(kind);
         reason_index.push(reason);
         close_code.push(code);

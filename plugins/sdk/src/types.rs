@@ -28,6 +28,27 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// The tier's code in the contract's `tier` columns (0.3.0 on): `fast`
+    /// 0, `regular` 1, `keep-alive` 2. Integers, not a WIT enum, so a
+    /// column of them crosses the component boundary in one copy.
+    pub const fn code(self) -> u8 {
+        match self {
+            Tier::Fast => 0,
+            Tier::Regular => 1,
+            Tier::KeepAlive => 2,
+        }
+    }
+
+    /// The tier a contract code stands for; `None` for a code no tier has.
+    pub const fn from_code(code: u8) -> Option<Tier> {
+        match code {
+            0 => Some(Tier::Fast),
+            1 => Some(Tier::Regular),
+            2 => Some(Tier::KeepAlive),
+            _ => None,
+        }
+    }
+
     /// The name used in WIT, configuration and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -238,7 +259,28 @@ pub enum Action {
     Evict(Eviction),
 }
 
+/// The codes of the contract's `action` column (0.3.0 on), integers for
+/// the reason [`Tier::code`] gives.
+pub mod action_code {
+    /// [`super::Action::Keep`].
+    pub const KEEP: u8 = 0;
+    /// [`super::Action::Ping`].
+    pub const PING: u8 = 1;
+    /// [`super::Action::Evict`], with its reason and close code in their
+    /// own columns.
+    pub const EVICT: u8 = 2;
+}
+
 impl Action {
+    /// The action's code in the contract's `action` column.
+    pub fn code(&self) -> u8 {
+        match self {
+            Action::Keep => action_code::KEEP,
+            Action::Ping => action_code::PING,
+            Action::Evict(_) => action_code::EVICT,
+        }
+    }
+
     /// The name used in reports and metrics labels.
     pub fn name(&self) -> &'static str {
         match self {
@@ -282,3 +324,30 @@ pub fn is_valid_close_code(code: u16) -> bool {
 
 /// The most bytes of a close reason that fit in a WebSocket close frame.
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tier_round_trips_through_its_code_and_no_other_code_is_a_tier() {
+        for tier in [Tier::Fast, Tier::Regular, Tier::KeepAlive] {
+            assert_eq!(Tier::from_code(tier.code()), Some(tier));
+        }
+        assert_eq!(
+            [Tier::Fast, Tier::Regular, Tier::KeepAlive].map(Tier::code),
+            [0, 1, 2],
+            "the codes the WIT documents"
+        );
+        assert!((3..=u8::MAX).all(|code| Tier::from_code(code).is_none()));
+    }
+
+    #[test]
+    fn actions_have_the_codes_the_wit_documents() {
+        let evict = Action::Evict(Eviction::new("idle", 4003));
+        assert_eq!(
+            [Action::Keep.code(), Action::Ping.code(), evict.code()],
+            [0, 1, 2]
+        );
+    }
+}

@@ -6,29 +6,23 @@ use std::sync::Arc;
 
 use vigil_policy_sdk::{Action, Event, EventKind, Eviction, FrameKind, Tier, Verdict};
 
-use super::WitBatch;
+use super::LentBatch;
 use crate::bindings::v0_1::wit_types as v0_1;
-use crate::bindings::wit_types as wit;
+use crate::columns::VerdictColumns;
 
-/// The tier column in 0.1.0's type (the same three tiers).
-pub(crate) fn tiers(batch: &WitBatch<'_>) -> Vec<v0_1::Tier> {
-    batch
-        .tier
-        .iter()
-        .map(|tier| match tier {
-            wit::Tier::Fast => v0_1::Tier::Fast,
-            wit::Tier::Regular => v0_1::Tier::Regular,
-            wit::Tier::KeepAlive => v0_1::Tier::KeepAlive,
-        })
-        .collect()
+/// The lent tier codes as 0.1.0's enum (the same three tiers).
+pub(crate) fn tiers(batch: &LentBatch<'_>) -> Vec<v0_1::Tier> {
+    batch.tiers_as([v0_1::Tier::Fast, v0_1::Tier::Regular, v0_1::Tier::KeepAlive])
 }
 
-/// The batch as 0.1.0's `session-batch`, with `tiers` from [`tiers`].
+/// The batch as 0.1.0's `session-batch`, with `tiers` from [`tiers`] and
+/// `overdue` from [`LentBatch::pong_overdue_flags`].
 pub(crate) fn session_batch<'a>(
-    batch: &'a WitBatch<'_>,
+    batch: &'a LentBatch<'_>,
     tiers: &'a [v0_1::Tier],
+    overdue: &'a [bool],
 ) -> v0_1::SessionBatch<'a> {
-    lend_session_batch!(v0_1, batch, tiers)
+    lend_session_batch!(v0_1, batch, tiers, overdue)
 }
 
 /// The events as 0.1.0 carries them.
@@ -36,11 +30,10 @@ pub(crate) fn events_to_wit(events: &[Event]) -> Vec<v0_1::Event<'_>> {
     lend_events!(v0_1, events)
 }
 
-/// 0.1.0's `list<verdict>` as [`Verdict`]s. Consecutive evictions for the
-/// same reason share one string, as the current contract's do.
-pub(crate) fn verdicts_from_wit(verdicts: Vec<v0_1::Verdict>) -> Vec<Verdict> {
+/// 0.1.0's `list<verdict>` as columns, each distinct reason once.
+pub(crate) fn verdicts_from_wit(verdicts: Vec<v0_1::Verdict>) -> VerdictColumns {
     let mut last_reason: Option<Arc<str>> = None;
-    verdicts
+    let verdicts: Vec<Verdict> = verdicts
         .into_iter()
         .map(|v| Verdict {
             session: v.session,
@@ -67,5 +60,6 @@ pub(crate) fn verdicts_from_wit(verdicts: Vec<v0_1::Verdict>) -> Vec<Verdict> {
             },
             reassess_in_ms: v.reassess_in_ms,
         })
-        .collect()
+        .collect();
+    VerdictColumns::from(&verdicts[..])
 }

@@ -3,10 +3,12 @@
 //!
 //! `{"fault": F, "in": C}` with F one of `loop`, `memory-bomb`, `panic`,
 //! `missing-verdict`, `unknown-session`, `duplicate-verdict`, `bad-health`,
-//! `bad-close-code`, `too-many-evictions`, `reject-config`, and two that
+//! `bad-close-code`, `too-many-evictions`, `reject-config`, and four that
 //! break the shape of the WIT's `verdict-batch`, which the SDK never
-//! produces: `ragged-verdicts` (one column a value short) and
-//! `unknown-reason` (an eviction naming a reason past the list); C the call it
+//! produces: `ragged-verdicts` (one column a value short),
+//! `unknown-reason` (an eviction naming a reason past the list),
+//! `unknown-tier-code` and `unknown-action-code` (a code the contract does
+//! not define in the `tier` or `action` column); C the call it
 //! strikes in: `assess` (default), `select-evictions` or `configure`.
 //! With `"trigger_class": "poison"` it strikes in `assess` and
 //! `select-evictions` only for batches holding a session of that client
@@ -165,7 +167,7 @@ impl Misbehaving {
         sessions: &[SessionFacts],
         answer: &mut vigil_policy_sdk::guest::WitVerdictBatch,
     ) {
-        use vigil_policy_sdk::guest::bindings::vigil::policy::types::Action as WitAction;
+        use vigil_policy_sdk::action_code;
         if !self.strikes_in("assess", sessions) {
             return;
         }
@@ -174,9 +176,15 @@ impl Misbehaving {
                 answer.health.pop();
             }
             "unknown-reason" if !answer.action.is_empty() => {
-                answer.action[0] = WitAction::Evict;
+                answer.action[0] = action_code::EVICT;
                 answer.reason_index[0] = answer.reasons.len() as u32 + 7;
                 answer.close_code[0] = 4000;
+            }
+            "unknown-tier-code" if !answer.tier.is_empty() => {
+                answer.tier[0] = 3;
+            }
+            "unknown-action-code" if !answer.action.is_empty() => {
+                answer.action[0] = 9;
             }
             _ => {}
         }
