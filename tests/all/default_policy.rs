@@ -4,7 +4,7 @@
 use vigil::policy::scenarios::{self, capacity_batch, SCENARIO_NOW_MS};
 use vigil::policy::SandboxLimits;
 use vigil::policy::SessionColumns;
-use vigil::sdk::{Action, Policy, Tier, Verdict};
+use vigil::sdk::{Action, FactBatch, Policy, Tier, Verdict, VerdictWriter};
 use vigil_default_policy::{close_codes, DefaultPolicy};
 use vigil_tests::{generated_facts, load, load_with_limits, DEFAULT_POLICY};
 
@@ -167,6 +167,19 @@ fn wasm_and_native_verdicts_agree_on_generated_facts() {
             Err(fault) => panic!("assess faulted: {fault}"),
         };
         let from_native = native.assess(5_000_000, &facts);
+        // The columns path (what the wasm build runs) and the records path
+        // (what the fallback runs) decide alike natively too.
+        let mut written = VerdictWriter::with_capacity(facts.len());
+        native.assess_batch(
+            5_000_000,
+            FactBatch::from_rows(&facts).columns(),
+            &mut written,
+        );
+        assert_eq!(
+            written.to_rows(),
+            from_native,
+            "config {round}: assess_batch and assess disagree"
+        );
         assert_eq!(from_wasm.len(), facts.len());
         for (wasm, native) in from_wasm.rows().zip(&from_native) {
             assert_eq!(&wasm, native, "config {round}: wasm and native disagree");

@@ -29,7 +29,10 @@ mod scoring;
 pub use config::{ClassOverrides, Config, ConfigError, Settings, PRESETS};
 
 use history::History;
-use vigil_policy_sdk::{Action, Event, Eviction, Policy, SessionFacts, SessionId, Tier, Verdict};
+use vigil_policy_sdk::{
+    Action, Event, Eviction, FactColumns, Facts, Policy, SessionFacts, SessionId, Tier, Verdict,
+    VerdictWriter,
+};
 
 /// Close codes the default policy uses, one per reason, so a client's logs
 /// say why it was dropped. All are in the private-use range 4000–4999.
@@ -105,64 +108,119 @@ impl DefaultPolicy {
 
     /// The verdict for one session under its class's `settings`.
     fn verdict_under(&self, settings: &Settings, facts: &SessionFacts) -> Verdict {
-        let baseline = self.history.rtt_baseline_ms(facts.id);
+        let decision = self.decide(settings, facts);
+        Verdict {
+            session: facts.id,
+            health: decision.health,
+            tier: decision.tier,
+            action: decision.action.clone(),
+            reassess_in_ms: decision.reassess_in_ms,
+        }
+    }
+
+    /// The decision about one session under its class's `settings`, its
+    /// facts read wherever they are held.
+    fn decide<F: Facts + ?Sized>(&self, settings: &Settings, facts: &F) -> Decision<'_> {
+        let baseline = self.history.rtt_baseline_ms(facts.id());
         let health = scoring::health(settings, facts, baseline);
         let tier = scoring::tier(settings, facts, health);
         let action = decide_action(settings, facts, tier, health, &self.evictions);
-        Verdict {
-            session: facts.id,
+        Decision {
             health,
             tier,
-            reassess_in_ms: reassess::reassess_in_ms(settings, facts, tier, &action),
+            reassess_in_ms: reassess::reassess_in_ms(settings, facts, tier, action),
             action,
         }
     }
+
+    /// Decides about every session of `sessions`, in order, handing each
+    /// decision to `emit`. Sessions of one class share one string, and a
+    /// batch holds a handful of classes: their settings are found once per
+    /// class (by the string's address), not by hashing the name for every
+    /// session.
+    fn decide_each<F: Facts>(
+        &self,
+        sessions: impl Iterator<Item = F>,
+        mut emit: impl FnMut(&F, Decision<'_>),
+    ) {
+        let mut by_class: Vec<(*const u8, &Settings)> = Vec::new();
+        for facts in sessions {
+            let class = facts.client_class().as_ptr();
+            let settings = match by_class.iter().find(|(known, _)| *known == class) {
+                Some((_, settings)) => *settings,
+                None => {
+                    let settings = self.config.for_class(facts.client_class());
+                    // Bounded, so a batch of many classes costs a lookup
+                    // each beyond these, not a longer scan.
+                    if by_class.len() < CLASSES_REMEMBERED {
+                        by_class.push((class, settings));
+                    }
+                    settings
+                }
+            };
+            emit(&facts, self.decide(settings, &facts));
+        }
+    }
 }
+
+/// One session's verdict but for its id, the action borrowed from the
+/// policy's own (an eviction's reason is shared, not copied).
+struct Decision<'a> {
+    health: u8,
+    tier: Tier,
+    action: &'a Action,
+    reassess_in_ms: u32,
+}
+
+/// The actions that carry nothing, to lend like the evictions.
+const KEEP: &Action = &Action::Keep;
+const PING: &Action = &Action::Ping;
 
 /// Classes whose settings one `assess` call remembers.
 const CLASSES_REMEMBERED: usize = 16;
 
 /// The action for one session: the first rule that fires, most certain
 /// evidence of death first.
-fn decide_action(
+fn decide_action<'e, F: Facts + ?Sized>(
     settings: &config::Settings,
-    facts: &SessionFacts,
+    facts: &F,
     tier: Tier,
     health: u8,
-    evictions: &Evictions,
-) -> Action {
-    if facts.pong_overdue && facts.outstanding_pings >= settings.overdue_pings_to_evict {
-        return evictions.pong_timeout.clone();
+    evictions: &'e Evictions,
+) -> &'e Action {
+    if facts.pong_overdue() && facts.outstanding_pings() >= settings.overdue_pings_to_evict {
+        return &evictions.pong_timeout;
     }
-    if settings.send_failures_to_evict > 0 && facts.send_errors >= settings.send_failures_to_evict {
-        return evictions.send_failures.clone();
+    if settings.send_failures_to_evict > 0 && facts.send_errors() >= settings.send_failures_to_evict
+    {
+        return &evictions.send_failures;
     }
     if settings.dropped_frames_to_evict > 0
-        && facts.dropped_frames >= settings.dropped_frames_to_evict
+        && facts.dropped_frames() >= settings.dropped_frames_to_evict
     {
-        return evictions.backlog_overflow.clone();
+        return &evictions.backlog_overflow;
     }
-    if facts.backlog_ms >= settings.backlog_evict_ms {
-        return evictions.backlog.clone();
+    if facts.backlog_ms() >= settings.backlog_evict_ms {
+        return &evictions.backlog;
     }
-    if settings.silent_evict_ms > 0 && facts.idle_ms >= settings.silent_evict_ms {
-        return evictions.silent.clone();
+    if settings.silent_evict_ms > 0 && facts.idle_ms() >= settings.silent_evict_ms {
+        return &evictions.silent;
     }
     if tier == Tier::KeepAlive
         && settings.idle_evict_ms > 0
-        && facts.app_idle_ms >= settings.idle_evict_ms
+        && facts.app_idle_ms() >= settings.idle_evict_ms
     {
-        return evictions.idle.clone();
+        return &evictions.idle;
     }
     // Probe rather than wait for the schedule when something looks wrong and
     // no probe is already in flight: a backed-up queue (is the reader alive?)
     // or a poor score.
-    if facts.outstanding_pings == 0
-        && (facts.backlog_ms > 0 || health < settings.probe_below_health)
+    if facts.outstanding_pings() == 0
+        && (facts.backlog_ms() > 0 || health < settings.probe_below_health)
     {
-        return Action::Ping;
+        return PING;
     }
-    Action::Keep
+    KEEP
 }
 
 impl Policy for DefaultPolicy {
@@ -176,29 +234,37 @@ impl Policy for DefaultPolicy {
     }
 
     fn assess(&mut self, _now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict> {
-        // Sessions of one class share one string, and a batch holds a
-        // handful of classes: their settings are found once per class (by
-        // the string's address), not by hashing the name for every session.
-        let mut by_class: Vec<(*const u8, &Settings)> = Vec::new();
-        sessions
-            .iter()
-            .map(|facts| {
-                let class = facts.client_class.as_ptr();
-                let settings = match by_class.iter().find(|(known, _)| *known == class) {
-                    Some((_, settings)) => *settings,
-                    None => {
-                        let settings = self.config.for_class(&facts.client_class);
-                        // Bounded, so a batch of many classes costs a lookup
-                        // each beyond these, not a longer scan.
-                        if by_class.len() < CLASSES_REMEMBERED {
-                            by_class.push((class, settings));
-                        }
-                        settings
-                    }
-                };
-                self.verdict_under(settings, facts)
+        let mut verdicts = Vec::with_capacity(sessions.len());
+        self.decide_each(sessions.iter(), |facts, decision| {
+            verdicts.push(Verdict {
+                session: facts.id,
+                health: decision.health,
+                tier: decision.tier,
+                action: decision.action.clone(),
+                reassess_in_ms: decision.reassess_in_ms,
             })
-            .collect()
+        });
+        verdicts
+    }
+
+    /// The same decisions as `assess`, each session's facts read from the
+    /// batch's columns and each verdict written into the answer's: in wasm,
+    /// no record is built on either side (BENCHMARKS.md, issue 16).
+    fn assess_batch(
+        &mut self,
+        _now_ms: u64,
+        sessions: FactColumns<'_>,
+        verdicts: &mut VerdictWriter,
+    ) {
+        self.decide_each(sessions.rows(), |facts, decision| {
+            verdicts.push(
+                facts.id(),
+                decision.health,
+                decision.tier,
+                decision.action,
+                decision.reassess_in_ms,
+            )
+        });
     }
 
     fn select_evictions(

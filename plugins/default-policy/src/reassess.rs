@@ -17,16 +17,16 @@
 //! At 19 000 idle sessions pinged every 30 s this is one assessment per
 //! heartbeat instead of six (BENCHMARKS.md).
 
-use vigil_policy_sdk::{Action, SessionFacts, Tier};
+use vigil_policy_sdk::{Action, Facts, Tier};
 
 use crate::config::Settings;
 use crate::scoring;
 
 /// How long the host may wait before assessing the session again, ms, for
 /// the verdict (`tier`, `action`) just given from `facts`.
-pub(crate) fn reassess_in_ms(
+pub(crate) fn reassess_in_ms<F: Facts + ?Sized>(
     settings: &Settings,
-    facts: &SessionFacts,
+    facts: &F,
     tier: Tier,
     action: &Action,
 ) -> u32 {
@@ -44,34 +44,34 @@ pub(crate) fn reassess_in_ms(
 /// host reports happens: `None` when it may change sooner in a way the host
 /// does not report (a ping in flight, a backlog growing, an application
 /// frame lifting a silence penalty or a `keep-alive` tier).
-fn steady_for_ms(
+fn steady_for_ms<F: Facts + ?Sized>(
     settings: &Settings,
-    facts: &SessionFacts,
+    facts: &F,
     tier: Tier,
     action: &Action,
 ) -> Option<u64> {
     let quiet = *action == Action::Keep
         && tier == Tier::Regular
-        && facts.outstanding_pings == 0
-        && !facts.pong_overdue
-        && facts.backlog_ms == 0;
+        && facts.outstanding_pings() == 0
+        && !facts.pong_overdue()
+        && facts.backlog_ms() == 0;
     if !quiet {
         return None;
     }
     let near_idle_limit = scoring::near_idle_limit_ms(settings);
-    if near_idle_limit.is_some_and(|near| facts.app_idle_ms >= near) {
+    if near_idle_limit.is_some_and(|near| facts.app_idle_ms() >= near) {
         // Penalised for silence: a frame from the client lifts it, and
         // frames are not news.
         return None;
     }
     let mut steady = settings
         .keep_alive_after_ms
-        .saturating_sub(facts.app_idle_ms);
+        .saturating_sub(facts.app_idle_ms());
     if let Some(near) = near_idle_limit {
-        steady = steady.min(near - facts.app_idle_ms);
+        steady = steady.min(near - facts.app_idle_ms());
     }
     if settings.silent_evict_ms > 0 {
-        steady = steady.min(settings.silent_evict_ms.saturating_sub(facts.idle_ms));
+        steady = steady.min(settings.silent_evict_ms.saturating_sub(facts.idle_ms()));
     }
     Some(steady)
 }

@@ -1,6 +1,6 @@
 //! Health score and tier: the composite judgement behind every verdict.
 
-use vigil_policy_sdk::{SessionFacts, Tier};
+use vigil_policy_sdk::{Facts, Tier};
 
 use crate::config::Settings;
 
@@ -35,51 +35,52 @@ fn capped(per: u32, count: u32, max: u32) -> u32 {
 
 /// Composite health, 0–100, from transport state, application activity and
 /// error history.
-pub(crate) fn health(
+pub(crate) fn health<F: Facts + ?Sized>(
     settings: &Settings,
-    facts: &SessionFacts,
+    facts: &F,
     rtt_baseline_ms: Option<u32>,
 ) -> u8 {
     let mut lost = 0u32;
 
     // Heartbeat.
-    if facts.pong_overdue {
+    if facts.pong_overdue() {
         lost += penalty::PONG_OVERDUE;
     }
     lost += capped(
         penalty::PER_EXTRA_OUTSTANDING_PING,
-        facts.outstanding_pings.saturating_sub(1),
+        facts.outstanding_pings().saturating_sub(1),
         penalty::OUTSTANDING_PINGS_MAX,
     );
 
     // Error history.
     lost += capped(
         penalty::PER_SEND_ERROR,
-        facts.send_errors,
+        facts.send_errors(),
         penalty::SEND_ERRORS_MAX,
     );
     lost += capped(
         penalty::PER_TRANSPORT_ERROR,
-        facts.transport_errors,
+        facts.transport_errors(),
         penalty::TRANSPORT_ERRORS_MAX,
     );
     lost += capped(
         penalty::PER_DROPPED_FRAME,
-        facts.dropped_frames,
+        facts.dropped_frames(),
         penalty::DROPPED_FRAMES_MAX,
     );
-    if facts.backlog_ms > 0 {
+    if facts.backlog_ms() > 0 {
         // Grows with the backlog's duration, full at the eviction limit.
-        let share = facts.backlog_ms.min(settings.backlog_evict_ms)
+        let share = facts.backlog_ms().min(settings.backlog_evict_ms)
             * u64::from(penalty::BACKLOG_MAX)
             / settings.backlog_evict_ms;
         lost += (share as u32).max(1);
     }
 
     // Transport.
+    let tcp = facts.tcp();
     let rtt_ms = facts
-        .last_rtt_ms
-        .or_else(|| facts.tcp.map(|tcp| tcp.rtt_us / 1_000));
+        .last_rtt_ms()
+        .or_else(|| tcp.map(|tcp| tcp.rtt_us / 1_000));
     if let Some(rtt_ms) = rtt_ms {
         if rtt_ms > settings.slow_rtt_ms {
             lost += penalty::SLOW_RTT;
@@ -91,7 +92,7 @@ pub(crate) fn health(
             }
         }
     }
-    if let Some(tcp) = facts.tcp {
+    if let Some(tcp) = tcp {
         lost += capped(
             penalty::PER_RETRANSMIT,
             tcp.total_retransmits,
@@ -103,9 +104,9 @@ pub(crate) fn health(
     }
 
     // Application activity.
-    if near_idle_limit_ms(settings).is_some_and(|near| facts.app_idle_ms >= near) {
+    if near_idle_limit_ms(settings).is_some_and(|near| facts.app_idle_ms() >= near) {
         lost += penalty::APP_SILENCE_NEAR_IDLE_LIMIT;
-    } else if facts.app_idle_ms >= settings.keep_alive_after_ms {
+    } else if facts.app_idle_ms() >= settings.keep_alive_after_ms {
         lost += penalty::APP_SILENCE;
     }
 
@@ -121,10 +122,10 @@ pub(crate) fn near_idle_limit_ms(settings: &Settings) -> Option<u64> {
 }
 
 /// The tier a session should be watched in.
-pub(crate) fn tier(settings: &Settings, facts: &SessionFacts, health: u8) -> Tier {
-    if facts.age_ms < settings.new_session_ms || health < settings.fast_below_health {
+pub(crate) fn tier<F: Facts + ?Sized>(settings: &Settings, facts: &F, health: u8) -> Tier {
+    if facts.age_ms() < settings.new_session_ms || health < settings.fast_below_health {
         Tier::Fast
-    } else if facts.app_idle_ms >= settings.keep_alive_after_ms {
+    } else if facts.app_idle_ms() >= settings.keep_alive_after_ms {
         Tier::KeepAlive
     } else {
         Tier::Regular

@@ -2,8 +2,7 @@
 //! generated types and the plain ones in [`crate::types`]. Used through
 //! [`crate::export_policy!`]; nothing here is meant to be called directly.
 
-use std::sync::Arc;
-
+use crate::batch::{FactColumns, VerdictWriter};
 use crate::types::*;
 
 #[allow(missing_docs, unsafe_code)]
@@ -49,15 +48,10 @@ fn frame_kind_from_wit(kind: wit::FrameKind) -> FrameKind {
     }
 }
 
-/// Turns the batch's columns back into one record per session.
-#[doc(hidden)]
-pub fn facts_from_wit(batch: wit::SessionBatch) -> Vec<SessionFacts> {
-    let classes: Vec<Arc<str>> = batch.classes.into_iter().map(Arc::from).collect();
-    let unknown_class: Arc<str> = Arc::from("");
-    let known_u64 = |value: u64| (value != u64::MAX).then_some(value);
-    let known_u32 = |value: u32| (value != u32::MAX).then_some(value);
-    // The host sends columns of equal length; should one be short, the
-    // batch is cut to the shortest rather than read out of bounds.
+/// The batch's columns as a [`FactColumns`] view. The host sends columns
+/// of equal length; should one be short, the batch is cut to the shortest
+/// rather than read out of bounds.
+fn fact_columns<'a>(batch: &'a wit::SessionBatch) -> FactColumns<'a> {
     let len = [
         batch.id.len(),
         batch.class_index.len(),
@@ -85,62 +79,52 @@ pub fn facts_from_wit(batch: wit::SessionBatch) -> Vec<SessionFacts> {
     .into_iter()
     .min()
     .unwrap_or(0);
-    // Every column cut to `len` first, so indexing below needs no bounds
-    // check per fact (the compiler sees each is `len` long).
-    let id = &batch.id[..len];
-    let class_index = &batch.class_index[..len];
-    let age_ms = &batch.age_ms[..len];
-    let idle_ms = &batch.idle_ms[..len];
-    let app_idle_ms = &batch.app_idle_ms[..len];
-    let since_pong_ms = &batch.since_pong_ms[..len];
-    let outstanding_pings = &batch.outstanding_pings[..len];
-    let oldest_ping_ms = &batch.oldest_ping_ms[..len];
-    let pong_overdue = &batch.pong_overdue[..len];
-    let last_rtt_ms = &batch.last_rtt_ms[..len];
-    let send_errors = &batch.send_errors[..len];
-    let transport_errors = &batch.transport_errors[..len];
-    let queued_bytes = &batch.queued_bytes[..len];
-    let queued_frames = &batch.queued_frames[..len];
-    let backlog_ms = &batch.backlog_ms[..len];
-    let dropped_frames = &batch.dropped_frames[..len];
-    let tier = &batch.tier[..len];
-    let tcp_rtt_us = &batch.tcp_rtt_us[..len];
-    let tcp_rttvar_us = &batch.tcp_rttvar_us[..len];
-    let tcp_total_retransmits = &batch.tcp_total_retransmits[..len];
-    let tcp_unacked = &batch.tcp_unacked[..len];
-    let tcp_last_data_recv_ms = &batch.tcp_last_data_recv_ms[..len];
-    (0..len)
-        .map(|i| SessionFacts {
-            id: id[i],
-            client_class: classes
-                .get(class_index[i] as usize)
-                .unwrap_or(&unknown_class)
-                .clone(),
-            age_ms: age_ms[i],
-            idle_ms: idle_ms[i],
-            app_idle_ms: app_idle_ms[i],
-            since_pong_ms: known_u64(since_pong_ms[i]),
-            outstanding_pings: outstanding_pings[i],
-            oldest_ping_ms: (outstanding_pings[i] > 0).then_some(oldest_ping_ms[i]),
-            pong_overdue: pong_overdue[i] != 0,
-            last_rtt_ms: known_u32(last_rtt_ms[i]),
-            send_errors: send_errors[i],
-            transport_errors: transport_errors[i],
-            queued_bytes: queued_bytes[i],
-            queued_frames: queued_frames[i],
-            backlog_ms: backlog_ms[i],
-            dropped_frames: dropped_frames[i],
-            // The host sends only the codes it defines.
-            tier: Tier::from_code(tier[i]).unwrap_or(Tier::Fast),
-            tcp: known_u32(tcp_rtt_us[i]).map(|rtt_us| TcpFacts {
-                rtt_us,
-                rttvar_us: tcp_rttvar_us[i],
-                total_retransmits: tcp_total_retransmits[i],
-                unacked: tcp_unacked[i],
-                last_data_recv_ms: tcp_last_data_recv_ms[i],
-            }),
-        })
-        .collect()
+    FactColumns {
+        len,
+        classes: &batch.classes,
+        id: &batch.id[..len],
+        class_index: &batch.class_index[..len],
+        age_ms: &batch.age_ms[..len],
+        idle_ms: &batch.idle_ms[..len],
+        app_idle_ms: &batch.app_idle_ms[..len],
+        since_pong_ms: &batch.since_pong_ms[..len],
+        outstanding_pings: &batch.outstanding_pings[..len],
+        oldest_ping_ms: &batch.oldest_ping_ms[..len],
+        pong_overdue: &batch.pong_overdue[..len],
+        last_rtt_ms: &batch.last_rtt_ms[..len],
+        send_errors: &batch.send_errors[..len],
+        transport_errors: &batch.transport_errors[..len],
+        queued_bytes: &batch.queued_bytes[..len],
+        queued_frames: &batch.queued_frames[..len],
+        backlog_ms: &batch.backlog_ms[..len],
+        dropped_frames: &batch.dropped_frames[..len],
+        tier: &batch.tier[..len],
+        tcp_rtt_us: &batch.tcp_rtt_us[..len],
+        tcp_rttvar_us: &batch.tcp_rttvar_us[..len],
+        tcp_total_retransmits: &batch.tcp_total_retransmits[..len],
+        tcp_unacked: &batch.tcp_unacked[..len],
+        tcp_last_data_recv_ms: &batch.tcp_last_data_recv_ms[..len],
+    }
+}
+
+/// Turns the batch's columns back into one record per session.
+#[doc(hidden)]
+pub fn facts_from_wit(batch: wit::SessionBatch) -> Vec<SessionFacts> {
+    fact_columns(&batch).to_rows()
+}
+
+/// `assess` as the export calls it: the batch read in place, the answer
+/// written in place ([`crate::Policy::assess_batch`]).
+#[doc(hidden)]
+pub fn assess(
+    policy: &mut impl crate::Policy,
+    now_ms: u64,
+    batch: wit::SessionBatch,
+) -> wit::VerdictBatch {
+    let sessions = fact_columns(&batch);
+    let mut verdicts = VerdictWriter::with_capacity(sessions.len());
+    policy.assess_batch(now_ms, sessions, &mut verdicts);
+    writer_to_wit(verdicts)
 }
 
 #[doc(hidden)]
@@ -196,61 +180,31 @@ pub fn events_from_wit(events: Vec<wit::Event>) -> Vec<Event> {
 }
 
 /// The verdicts as the WIT's columns, each distinct eviction reason once
-/// in `reasons`. Reasons are found by pointer first, so a policy that keeps
-/// its reasons as `Arc<str>` pays no string comparison; a policy with a
-/// handful of reasons (they are metrics labels) pays a short scan at most.
+/// in `reasons`.
 #[doc(hidden)]
 pub fn verdicts_to_wit(verdicts: Vec<Verdict>) -> wit::VerdictBatch {
-    let len = verdicts.len();
-    let mut session = Vec::with_capacity(len);
-    let mut health = Vec::with_capacity(len);
-    let mut tier = Vec::with_capacity(len);
-    let mut action = Vec::with_capacity(len);
-    let mut reason_index = Vec::with_capacity(len);
-    let mut close_code = Vec::with_capacity(len);
-    let mut reassess_in_ms = Vec::with_capacity(len);
-    let mut reasons: Vec<Arc<str>> = Vec::new();
-    for verdict in verdicts {
-        let (kind, reason, code) = match verdict.action {
-            Action::Keep => (action_code::KEEP, 0, 0),
-            Action::Ping => (action_code::PING, 0, 0),
-            Action::Evict(eviction) => (
-                action_code::EVICT,
-                intern(&mut reasons, eviction.reason),
-                eviction.close_code,
-            ),
-        };
-        session.push(verdict.session);
-        health.push(verdict.health);
-        tier.push(verdict.tier.code());
-        action.push(kind);
-        reason_index.push(reason);
-        close_code.push(code);
-        reassess_in_ms.push(verdict.reassess_in_ms);
+    let mut writer = VerdictWriter::with_capacity(verdicts.len());
+    for verdict in &verdicts {
+        writer.push_verdict(verdict);
     }
+    writer_to_wit(writer)
+}
+
+/// The written answer as the WIT's record: the columns move, only the
+/// reasons are copied.
+fn writer_to_wit(writer: VerdictWriter) -> wit::VerdictBatch {
     wit::VerdictBatch {
-        reasons: reasons
+        reasons: writer
+            .reasons
             .iter()
             .map(|reason| String::from(&**reason))
             .collect(),
-        session,
-        health,
-        tier,
-        action,
-        reason_index,
-        close_code,
-        reassess_in_ms,
+        session: writer.session,
+        health: writer.health,
+        tier: writer.tier,
+        action: writer.action,
+        reason_index: writer.reason_index,
+        close_code: writer.close_code,
+        reassess_in_ms: writer.reassess_in_ms,
     }
-}
-
-/// The index of `reason` in `reasons`, adding it if new.
-fn intern(reasons: &mut Vec<Arc<str>>, reason: Arc<str>) -> u32 {
-    let found = reasons
-        .iter()
-        .position(|known| Arc::ptr_eq(known, &reason) || **known == *reason);
-    let index = found.unwrap_or_else(|| {
-        reasons.push(reason);
-        reasons.len() - 1
-    });
-    index as u32
 }

@@ -14,8 +14,10 @@
 // also how they are reached from plugin crates through `export_policy!`.
 extern crate self as vigil_policy_sdk;
 
+pub mod batch;
 pub mod types;
 
+pub use batch::{FactBatch, FactColumns, FactRow, Facts, VerdictWriter};
 pub use types::*;
 
 #[cfg(target_arch = "wasm32")]
@@ -40,6 +42,26 @@ pub trait Policy {
 
     /// Exactly one verdict per session in `sessions`.
     fn assess(&mut self, now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict>;
+
+    /// The same decisions as [`Policy::assess`], for a batch as the host
+    /// sends it (columns) and written into `verdicts`: what a wasm plugin's
+    /// `assess` calls. Implementing it is optional: the default turns every
+    /// session into a [`SessionFacts`], calls `assess` and writes what it
+    /// returns. A policy whose logic reads [`Facts`] can implement it by
+    /// deciding on each of `sessions.rows()` and calling
+    /// [`VerdictWriter::push`], and so skip both copies (the default policy
+    /// does; see [`batch`] for what that saves).
+    fn assess_batch(
+        &mut self,
+        now_ms: u64,
+        sessions: FactColumns<'_>,
+        verdicts: &mut VerdictWriter,
+    ) {
+        let sessions = sessions.to_rows();
+        for verdict in &self.assess(now_ms, &sessions) {
+            verdicts.push_verdict(verdict);
+        }
+    }
 
     /// At most `excess` ids from `sessions` to drop because the host is over
     /// its session limit.
@@ -112,10 +134,7 @@ macro_rules! export_policy {
                     now_ms: u64,
                     batch: $crate::guest::WitSessionBatch,
                 ) -> $crate::guest::WitVerdictBatch {
-                    let sessions = $crate::guest::facts_from_wit(batch);
-                    let verdicts =
-                        POLICY.with_borrow_mut(|policy| $crate::Policy::assess(policy, now_ms, &sessions));
-                    $crate::guest::verdicts_to_wit(verdicts)
+                    POLICY.with_borrow_mut(|policy| $crate::guest::assess(policy, now_ms, batch))
                 }
 
                 fn select_evictions(
