@@ -26,6 +26,7 @@ mod polyglot;
 mod real_clients;
 mod replay;
 mod robustness;
+mod sdk_batch;
 mod security;
 mod support;
 mod tls;

@@ -324,30 +324,3 @@ pub fn is_valid_close_code(code: u16) -> bool {
 
 /// The most bytes of a close reason that fit in a WebSocket close frame.
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_tier_round_trips_through_its_code_and_no_other_code_is_a_tier() {
-        for tier in [Tier::Fast, Tier::Regular, Tier::KeepAlive] {
-            assert_eq!(Tier::from_code(tier.code()), Some(tier));
-        }
-        assert_eq!(
-            [Tier::Fast, Tier::Regular, Tier::KeepAlive].map(Tier::code),
-            [0, 1, 2],
-            "the codes the WIT documents"
-        );
-        assert!((3..=u8::MAX).all(|code| Tier::from_code(code).is_none()));
-    }
-
-    #[test]
-    fn actions_have_the_codes_the_wit_documents() {
-        let evict = Action::Evict(Eviction::new("idle", 4003));
-        assert_eq!(
-            [Action::Keep.code(), Action::Ping.code(), evict.code()],
-            [0, 1, 2]
-        );
-    }
-}
