@@ -11,7 +11,6 @@
 //! [`Verdict`]) remain for whoever needs a whole session at once: the
 //! native fallback, shadow comparisons, traces, tests.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use vigil_policy_sdk::{
@@ -172,7 +171,7 @@ impl SessionColumns {
     }
 
     /// The facts at `index`, which is below the length (every column has
-    /// one value per session: only `push`, `slice` and `filter` build them).
+    /// one value per session: only `push` and `filter` build them).
     fn row_at(&self, index: usize) -> SessionFacts {
         let known_u64 = |value: u64| (value != u64::MAX).then_some(value);
         let known_u32 = |value: u32| (value != u32::MAX).then_some(value);
@@ -214,24 +213,6 @@ impl SessionColumns {
     /// Every session's facts as one record each, in a vector.
     pub fn to_rows(&self) -> Vec<SessionFacts> {
         self.rows().collect()
-    }
-
-    /// The sessions in `range` (clamped to the batch), as a batch of their
-    /// own; the class list is kept whole so class indices stay valid.
-    pub fn slice(&self, range: Range<usize>) -> SessionColumns {
-        let end = range.end.min(self.len());
-        let range = range.start.min(end)..end;
-        let mut part = SessionColumns {
-            classes: self.classes.clone(),
-            ..SessionColumns::default()
-        };
-        macro_rules! copy {
-            ($column:ident) => {
-                part.$column = self.$column[range.clone()].to_vec()
-            };
-        }
-        each_session_column!(copy);
-        part
     }
 
     /// The sessions of `self` for which `keep` holds, in order.
@@ -493,11 +474,8 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_and_a_filter_keep_their_sessions_and_every_class() {
+    fn a_filter_keeps_its_sessions_and_every_class() {
         let columns = SessionColumns::from(&sessions()[..]);
-        let tail = columns.slice(1..10);
-        assert_eq!(tail.ids(), &[7, 9]);
-        assert_eq!(tail.to_rows(), sessions()[1..].to_vec());
         let odd_ones = columns.filter(|id| id != 7);
         assert_eq!(odd_ones.ids(), &[5, 9]);
         assert_eq!(odd_ones.row(1), Some(sessions()[2].clone()));

@@ -108,14 +108,7 @@ impl DefaultPolicy {
 
     /// The verdict for one session under its class's `settings`.
     fn verdict_under(&self, settings: &Settings, facts: &SessionFacts) -> Verdict {
-        let decision = self.decide(settings, facts);
-        Verdict {
-            session: facts.id,
-            health: decision.health,
-            tier: decision.tier,
-            action: decision.action.clone(),
-            reassess_in_ms: decision.reassess_in_ms,
-        }
+        self.decide(settings, facts).verdict(facts.id)
     }
 
     /// The decision about one session under its class's `settings`, its
@@ -170,6 +163,20 @@ struct Decision<'a> {
     tier: Tier,
     action: &'a Action,
     reassess_in_ms: u32,
+}
+
+impl Decision<'_> {
+    /// The decision as the verdict about `session`, its action copied out
+    /// (an eviction's reason stays shared).
+    fn verdict(&self, session: SessionId) -> Verdict {
+        Verdict {
+            session,
+            health: self.health,
+            tier: self.tier,
+            action: self.action.clone(),
+            reassess_in_ms: self.reassess_in_ms,
+        }
+    }
 }
 
 /// The actions that carry nothing, to lend like the evictions.
@@ -236,13 +243,7 @@ impl Policy for DefaultPolicy {
     fn assess(&mut self, _now_ms: u64, sessions: &[SessionFacts]) -> Vec<Verdict> {
         let mut verdicts = Vec::with_capacity(sessions.len());
         self.decide_each(sessions.iter(), |facts, decision| {
-            verdicts.push(Verdict {
-                session: facts.id,
-                health: decision.health,
-                tier: decision.tier,
-                action: decision.action.clone(),
-                reassess_in_ms: decision.reassess_in_ms,
-            })
+            verdicts.push(decision.verdict(facts.id))
         });
         verdicts
     }
