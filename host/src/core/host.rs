@@ -326,7 +326,7 @@ impl SessionHost {
                     identity: spec.identity,
                     identity_proven: spec.identity_proven,
                     proxied: conn.proxied,
-                    class: spec.class,
+                    class: hub.classes.share(spec.class),
                     endpoint: spec.endpoint,
                     expires_at: spec.expires_at,
                     meter: conn.meter.clone(),

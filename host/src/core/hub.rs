@@ -14,6 +14,7 @@ use vigil_policy_runtime::{
     Event, EventKind, PolicyEngine, PolicyHandle, SessionColumns, SessionFacts, SessionId,
 };
 
+use crate::core::classes::ClientClasses;
 use crate::core::close_codes;
 use crate::core::config::HostConfig;
 use crate::core::event_buffer::{Added, EventBuffer};
@@ -62,6 +63,8 @@ pub(crate) struct Hub {
     pub(crate) removals: RecentRemovals,
     /// Where publishes' writes take turns ([`crate::core::flush`]).
     flush_lane: FlushLane,
+    /// Class names, one copy for all the sessions naming each.
+    pub(crate) classes: ClientClasses,
     started: Instant,
     events: EventBuffer,
     ping_sequence: AtomicU64,
@@ -128,6 +131,7 @@ impl Hub {
             recording: tokio::sync::Mutex::new(None),
             removals: RecentRemovals::default(),
             flush_lane: FlushLane::default(),
+            classes: ClientClasses::default(),
             config,
             policy,
             engine,

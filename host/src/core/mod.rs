@@ -4,12 +4,14 @@
 //! names a profile or routes HTTP requests (a test in `tests/layers.rs`
 //! checks it), and the modules here import each other without a cycle:
 //!
-//! `config`, `schedule`, `tcp`, `tcp_io`, `write_gate`, `event_buffer` ←
+//! `config`, `classes`, `prefetch`, `schedule`, `tcp`, `tcp_io`, `write_gate`, `event_buffer` ←
 //! `inbound` ← `session` ← `registry` ← `census`, `removals`, `metrics`,
 //! `hub` ← `monitor`, `tick` ← `host`, `policy_changes`.
 
 /// Sessions per tier and class, and the spread of health, now.
 pub mod census;
+/// Client class names, one copy each for the sessions that name them.
+mod classes;
 /// Close codes the host itself uses.
 pub mod close_codes;
 /// The core's settings, section by section.
@@ -32,6 +34,8 @@ pub mod monitor;
 pub mod observer;
 /// Swap, rollback, shadow and promotion of the running policy.
 mod policy_changes;
+/// Starting the loads of memory the tick is about to touch.
+mod prefetch;
 /// Recording the active policy's calls into a trace.
 mod recording;
 /// Live sessions by id and by client identity, and their schedule.

@@ -10,6 +10,7 @@ use dashmap::DashMap;
 use vigil_policy_runtime::SessionId;
 
 use crate::core::config::TiersConfig;
+use crate::core::prefetch::prefetch_shared;
 use crate::core::schedule::{Schedule, ScheduleFull};
 use crate::core::session::state::SessionState;
 use crate::core::session::Session;
@@ -127,7 +128,9 @@ impl Registry {
     /// The sessions due at `now`, appended to `due`; the earliest due time
     /// after `now`, if any.
     pub(crate) fn collect_due(&self, now: Instant, due: &mut Vec<Arc<Session>>) -> Option<Instant> {
-        let next = self.schedule.collect_due(self.ms(now), due);
+        let next = self
+            .schedule
+            .collect_due(self.ms(now), due, |session| prefetch_shared(session, 1));
         (next != u64::MAX).then(|| self.epoch + Duration::from_millis(next))
     }
 

@@ -210,23 +210,36 @@ impl<T: Clone> Schedule<T> {
 
     /// Appends to `due` every session due at `now_ms`; returns the earliest
     /// due time after it (`u64::MAX` when nothing else is scheduled).
-    pub fn collect_due(&self, now_ms: u64, due: &mut Vec<T>) -> u64 {
+    /// `ahead` is shown each due holder a few before it is cloned (a
+    /// prefetch: cloning a holder that is an `Arc` writes its counts).
+    pub fn collect_due(&self, now_ms: u64, due: &mut Vec<T>, ahead: impl Fn(&T)) -> u64 {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         let mut next = u64::MAX;
+        let mut due_slots = Vec::new();
         let chunks = self.chunks.iter().map_while(OnceLock::get);
-        for (entry, holder) in chunks.flatten().zip(&slots.holders) {
+        for (slot, entry) in chunks.flatten().take(slots.holders.len()).enumerate() {
             let due_ms = entry.due_ms.load(Ordering::Acquire);
             let id = entry.id.load(Ordering::Acquire);
             if id == FREE {
                 continue;
             }
             if due_ms <= now_ms {
-                // Holders change only under the write lock this read excludes.
-                if let Some(holder) = holder {
-                    due.push(holder.clone());
-                }
+                due_slots.push(slot);
             } else {
                 next = next.min(due_ms);
+            }
+        }
+        // Holders change only under the write lock this read excludes.
+        let holder = |slot: usize| slots.holders.get(slot).and_then(Option::as_ref);
+        due.reserve(due_slots.len());
+        for (position, &slot) in due_slots.iter().enumerate() {
+            if let Some(later) = due_slots.get(position + crate::core::prefetch::AHEAD) {
+                if let Some(later) = holder(*later) {
+                    ahead(later);
+                }
+            }
+            if let Some(holder) = holder(slot) {
+                due.push(holder.clone());
             }
         }
         next
@@ -252,18 +265,18 @@ mod tests {
         schedule.set_due(a, 1, 500);
         schedule.set_due(b, 2, 100);
         let mut due = Vec::new();
-        schedule.collect_due(200, &mut due);
+        schedule.collect_due(200, &mut due, |_| {});
         assert_eq!(due, vec![2]);
         schedule.remove(b, 2);
         schedule.set_due(b, 2, 0); // a stale write to a freed slot does nothing
         due.clear();
-        schedule.collect_due(1_000, &mut due);
+        schedule.collect_due(1_000, &mut due, |_| {});
         assert_eq!(due, vec![1]);
         let c = inserted(&schedule, 3);
         assert_eq!(c, b, "the freed slot is reused");
         schedule.remove(a, 99); // not its owner
         due.clear();
-        schedule.collect_due(1_000, &mut due);
+        schedule.collect_due(1_000, &mut due, |_| {});
         assert_eq!(due, vec![1, 3], "new sessions are due at once");
     }
 
@@ -276,7 +289,7 @@ mod tests {
         schedule.set_due(b, 2, 3_000);
         schedule.awake();
         let mut due = Vec::new();
-        let next = schedule.collect_due(1_000, &mut due);
+        let next = schedule.collect_due(1_000, &mut due, |_| {});
         assert!(due.is_empty());
         assert_eq!(next, 3_000);
         assert_eq!(schedule.sleep_until(next), 3_000);
@@ -312,8 +325,27 @@ mod tests {
         // The old owner's late write is refused outright.
         schedule.set_due(slot, 1, 9_000);
         let mut due = Vec::new();
-        schedule.collect_due(0, &mut due);
+        schedule.collect_due(0, &mut due, |_| {});
         assert_eq!(due, vec![2], "the new owner is due at once, as inserted");
+    }
+
+    #[test]
+    fn each_due_holder_but_the_first_few_is_shown_ahead_of_its_clone() {
+        let schedule = Schedule::<u64>::default();
+        for id in 1..=20 {
+            let slot = inserted(&schedule, id);
+            schedule.set_due(slot, id, if id % 2 == 0 { 100 } else { 5_000 });
+        }
+        let shown = std::cell::RefCell::new(Vec::new());
+        let mut due = Vec::new();
+        schedule.collect_due(200, &mut due, |id| shown.borrow_mut().push(*id));
+        assert_eq!(due, (1..=10).map(|n| n * 2).collect::<Vec<u64>>());
+        let ahead = crate::core::prefetch::AHEAD;
+        assert_eq!(
+            shown.into_inner(),
+            due[ahead..].to_vec(),
+            "every due holder {ahead} places on is shown, in order, and no other"
+        );
     }
 
     #[test]
@@ -325,7 +357,7 @@ mod tests {
             schedule.set_due(slot, id, if id % 2 == 0 { 100 } else { 5_000 });
         }
         let mut due = Vec::new();
-        let next = schedule.collect_due(200, &mut due);
+        let next = schedule.collect_due(200, &mut due, |_| {});
         assert_eq!(due.len() as u64, sessions / 2);
         assert!(due.iter().all(|id| id % 2 == 0));
         assert!(
@@ -344,7 +376,7 @@ mod tests {
         schedule.set_due(a, 1, 5_000);
         schedule.set_due(b, 2, 5_000);
         let mut due = Vec::new();
-        schedule.collect_due(1_000, &mut due);
+        schedule.collect_due(1_000, &mut due, |_| {});
         schedule.sleep_until(5_000);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()

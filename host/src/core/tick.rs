@@ -16,6 +16,7 @@ use vigil_policy_runtime::{
 use crate::core::close_codes;
 use crate::core::hub::Hub;
 use crate::core::monitor::GrowthMonitor;
+use crate::core::prefetch;
 use crate::core::session::state::{ping_payload, SessionState, PING_PAYLOAD_BYTES};
 use crate::core::session::Session;
 use crate::core::write_gate::DirectWrite;
@@ -31,11 +32,14 @@ pub(crate) async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
     let mut monitor = GrowthMonitor::new(&hub);
     let schedule = hub.registry.schedule();
+    // Kept from tick to tick, so a steady load's scan does not grow it
+    // from empty every time.
+    let mut due = Vec::new();
     loop {
         let started = Instant::now();
         schedule.awake();
         forward_events(&hub);
-        let next_due = tick_once(&hub, started).await;
+        let next_due = tick_once(&hub, started, &mut due).await;
         hub.enforce_inbound_budget();
         monitor.check(&hub);
         // Held inbound bytes are re-checked every tick, as before.
@@ -91,23 +95,42 @@ fn forward_events(hub: &Hub) {
 }
 
 /// One tick: schedule pings, notice overdue pongs, assess what is due, act.
-/// Returns the earliest due time after `now` the scan saw.
-pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
+/// Returns the earliest due time after `now` the scan saw. `due` is room
+/// for the due sessions, left empty.
+pub(crate) async fn tick_once(
+    hub: &Hub,
+    now: Instant,
+    due: &mut Vec<Arc<Session>>,
+) -> Option<Instant> {
     let tiers = hub.config.tiers;
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
-    let mut batch = SessionColumns::new();
+    due.clear();
+    let next_due = hub.registry.collect_due(now, due);
+    // Sized for every due session at once: growing the batch's columns
+    // from empty cost a reallocation of each of them at every doubling,
+    // hundreds a tick at P = 5 s (BENCHMARKS.md, issue 16, ninth part).
+    let mut batch = SessionColumns::with_capacity(due.len());
     // The batch's sessions in its order: verdicts usually come back in it,
     // and then need no second registry lookup.
-    let mut assessed: Vec<Arc<Session>> = Vec::new();
-    let mut due = Vec::new();
-    let next_due = hub.registry.collect_due(now, &mut due);
-    for session in due {
-        let visit = hub.registry.update(&session, |state| {
+    let mut assessed: Vec<Arc<Session>> = Vec::with_capacity(due.len());
+    for (position, session) in due.iter().enumerate() {
+        if let Some(later) = due.get(position + prefetch::AHEAD) {
+            later.prefetch();
+        }
+        // Nearer, from a session asked for two visits ago: the socket's
+        // meter, which a direct ping writes through.
+        if let Some(meter) = due
+            .get(position + prefetch::AHEAD / 2)
+            .and_then(|nearer| nearer.meter.as_ref())
+        {
+            prefetch::prefetch_shared(meter, 2);
+        }
+        let visit = hub.registry.update(session, |state| {
             let timing = tiers.timing(state.tier());
             let visit = state.visit(now, timing, tick);
             if visit.wake {
                 // A tail of the ping is the task's to write.
-                if ping_directly(hub, &session, state, now) != DirectWrite::Written {
+                if ping_directly(hub, session, state, now) != DirectWrite::Written {
                     session.wake();
                 }
             }
@@ -126,9 +149,10 @@ pub(crate) async fn tick_once(hub: &Hub, now: Instant) -> Option<Instant> {
             hub.evict(session.id, "token-expired", close_codes::TOKEN_EXPIRED);
         }
         if visit.assess {
-            assessed.push(session);
+            assessed.push(Arc::clone(session));
         }
     }
+    due.clear();
     if batch.is_empty() {
         return next_due;
     }

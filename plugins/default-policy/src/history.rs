@@ -3,7 +3,7 @@
 //! A hint only. It is lost on swap, fault recovery or restart, and the policy
 //! then judges RTT against its absolute limit alone until pongs rebuild it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use vigil_policy_sdk::{Event, EventKind, SessionId};
 
@@ -14,7 +14,10 @@ const MAX_TRACKED_SESSIONS: usize = 200_000;
 #[derive(Debug, Default)]
 pub(crate) struct History {
     /// Exponentially weighted mean of pong RTTs (weight 1/8, as TCP's SRTT).
-    rtt_baseline_ms: HashMap<SessionId, u32>,
+    /// Keyed with Fx, not SipHash: the keys are the host's own sequential
+    /// ids, which no client chooses, so a keyed hash buys no protection here
+    /// and cost most of a lookup, done for every pong and every assessment.
+    rtt_baseline_ms: FxHashMap<SessionId, u32>,
 }
 
 impl History {
