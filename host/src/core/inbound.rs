@@ -8,7 +8,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 
@@ -78,7 +78,13 @@ impl InboundBudget {
 #[derive(Debug)]
 pub struct InboundMeter {
     budget: Arc<InboundBudget>,
-    held: AtomicUsize,
+    /// Bytes read since the last complete message (32 bits, saturating:
+    /// the meter fits the allocator's 48-byte class, see the test).
+    held: AtomicU32,
+    /// Of those, the bytes the budget counts: the ones the WebSocket stack
+    /// has asked to read past without completing a message
+    /// ([`InboundMeter::charge`]).
+    charged: AtomicU32,
     /// Who may write to the connection's socket (see [`crate::core::write_gate`]).
     pub(crate) gate: WriteGate,
     /// Counting starts once the connection is a session: before that its
@@ -93,7 +99,8 @@ impl InboundMeter {
     pub fn new(budget: &Arc<InboundBudget>) -> Arc<Self> {
         Arc::new(InboundMeter {
             budget: Arc::clone(budget),
-            held: AtomicUsize::new(0),
+            held: AtomicU32::new(0),
+            charged: AtomicU32::new(0),
             gate: WriteGate::new(),
             active: AtomicBool::new(false),
             forfeited: AtomicBool::new(false),
@@ -107,13 +114,14 @@ impl InboundMeter {
 
     /// Bytes this connection holds: read since its last complete message.
     pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.held.load(Ordering::Relaxed) as usize
     }
 
     /// A complete message arrived: what was held is now the application's.
     pub(crate) fn message_complete(&self) {
-        let held = self.held.swap(0, Ordering::Relaxed);
-        self.budget.release(held);
+        self.held.store(0, Ordering::Relaxed);
+        let charged = self.charged.swap(0, Ordering::Relaxed);
+        self.budget.release(charged as usize);
     }
 
     /// Stops counting and gives back what is held (the session is being
@@ -126,8 +134,36 @@ impl InboundMeter {
 
     fn read(&self, bytes: usize) {
         if bytes > 0 && self.active.load(Ordering::Relaxed) {
-            self.held.fetch_add(bytes, Ordering::Relaxed);
-            self.budget.held.fetch_add(bytes, Ordering::Relaxed);
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+            // Only this connection's task reads: no contention to retry.
+            let _ = self
+                .held
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    Some(held.saturating_add(bytes))
+                });
+        }
+    }
+
+    /// The WebSocket stack is reading again without having completed a
+    /// message: the bytes held are waiting for more, and the budget counts
+    /// them from now on. A message that arrives whole in one read (a pong,
+    /// most frames) is complete before the next read, so the budget, one
+    /// count that every worker's reads would otherwise write twice a
+    /// frame, never hears of it (BENCHMARKS.md, issue 16, ninth part). The
+    /// stack reads again at once whenever a message is incomplete, so
+    /// bytes that wait are counted as soon as they wait.
+    fn charge(&self) {
+        let held = self.held.load(Ordering::Relaxed);
+        let charged = self.charged.load(Ordering::Relaxed);
+        if held > charged
+            && self
+                .charged
+                .compare_exchange(charged, held, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.budget
+                .held
+                .fetch_add((held - charged) as usize, Ordering::Relaxed);
         }
     }
 
@@ -142,9 +178,9 @@ impl InboundMeter {
 
 impl Drop for InboundMeter {
     fn drop(&mut self) {
-        let held = self.held.swap(0, Ordering::Relaxed);
-        self.budget.release(held);
-        if held > 0
+        let charged = self.charged.swap(0, Ordering::Relaxed) as usize;
+        self.budget.release(charged);
+        if charged > 0
             && !self
                 .budget
                 .paused
@@ -206,6 +242,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for MeteredStream<S> {
             // are taken in; the close times out on the session's own timer.
             return Poll::Pending;
         }
+        self.meter.charge();
         if self.meter.must_pause() {
             self.meter
                 .budget
@@ -296,13 +333,43 @@ mod tests {
         assert_eq!(budget.held(), 0, "not counted before the session starts");
         meter.activate();
         meter.read(60);
+        meter.charge();
         meter.read(50);
+        meter.charge();
         assert_eq!(budget.held(), 110);
         assert!(budget.exceeded());
         meter.message_complete();
         assert_eq!(budget.held(), 0);
         meter.read(30);
+        meter.charge();
+        assert_eq!(budget.held(), 30);
         drop(meter);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn bytes_count_against_the_budget_once_the_stack_reads_past_them_unfinished() {
+        let budget = InboundBudget::new(100);
+        let meter = InboundMeter::new(&budget);
+        meter.activate();
+        meter.read(14);
+        assert_eq!(budget.held(), 0, "not yet waited on");
+        meter.message_complete();
+        meter.charge();
+        assert_eq!(
+            budget.held(),
+            0,
+            "a whole message in one read is never held"
+        );
+        meter.read(70);
+        meter.charge();
+        assert_eq!(budget.held(), 70, "read past unfinished: held");
+        meter.read(40);
+        assert_eq!(meter.held(), 110);
+        meter.charge();
+        meter.charge();
+        assert_eq!(budget.held(), 110, "each byte counted once");
+        meter.forfeit();
         assert_eq!(budget.held(), 0);
     }
 
