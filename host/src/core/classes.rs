@@ -49,12 +49,12 @@ mod tests {
     #[test]
     fn sessions_naming_the_same_class_share_one_copy() {
         let classes = ClientClasses::default();
-        let first = classes.share(Arc::from("nonebot"));
-        let second = classes.share(Arc::from("nonebot"));
-        let other = classes.share(Arc::from("koishi"));
+        let first = classes.share(Arc::from("alpha"));
+        let second = classes.share(Arc::from("alpha"));
+        let other = classes.share(Arc::from("beta"));
         assert!(Arc::ptr_eq(&first, &second));
         assert!(!Arc::ptr_eq(&first, &other));
-        assert_eq!(&*other, "koishi");
+        assert_eq!(&*other, "beta");
     }
 
     #[test]
