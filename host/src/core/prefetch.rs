@@ -2,8 +2,9 @@
 //!
 //! The tick visits hundreds of sessions a tick, each last touched seconds
 //! ago (or a moment ago, on the other core), so each visit began with a
-//! wait for main memory: the first lock of a session's state was most of
-//! the tick's own CPU (BENCHMARKS.md, issue 16, ninth part). Asking for the
+//! wait for main memory: the first lock of a session's state was the
+//! largest single cost in the tick's own code (BENCHMARKS.md, issue 16,
+//! ninth part). Asking for the
 //! next sessions' memory while visiting this one overlaps those waits.
 //! A prefetch is a hint: it reads nothing the program sees, cannot fault,
 //! and is a no-op on targets without one.
