@@ -16,10 +16,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Distinct class names kept at most.
-pub(crate) const MAX_SHARED_CLASSES: usize = 1024;
+const MAX_SHARED_CLASSES: usize = 1024;
 
 /// Longest class name kept, bytes.
-pub(crate) const MAX_SHARED_CLASS_BYTES: usize = 128;
+const MAX_SHARED_CLASS_BYTES: usize = 128;
 
 /// The class names seen so far, each once.
 #[derive(Default)]

@@ -4,10 +4,9 @@
 //! ago (or a moment ago, on the other core), so each visit began with a
 //! wait for main memory: the first lock of a session's state was the
 //! largest single cost in the tick's own code (BENCHMARKS.md, issue 16,
-//! ninth part). Asking for the
-//! next sessions' memory while visiting this one overlaps those waits.
-//! A prefetch is a hint: it reads nothing the program sees, cannot fault,
-//! and is a no-op on targets without one.
+//! ninth part). Asking for the next sessions' memory while visiting this
+//! one overlaps those waits. A prefetch is a hint: it reads nothing the
+//! program sees, cannot fault, and is a no-op on targets without one.
 
 /// Bytes per cache line on the machines the host runs on.
 const LINE: usize = 64;

@@ -96,7 +96,7 @@ fn forward_events(hub: &Hub) {
 
 /// One tick: schedule pings, notice overdue pongs, assess what is due, act.
 /// Returns the earliest due time after `now` the scan saw. `due` is room
-/// for the due sessions, left empty.
+/// for the due sessions, empty on entry and left empty.
 pub(crate) async fn tick_once(
     hub: &Hub,
     now: Instant,
@@ -104,7 +104,6 @@ pub(crate) async fn tick_once(
 ) -> Option<Instant> {
     let tiers = hub.config.tiers;
     let tick = Duration::from_millis(hub.config.sessions.tick_ms);
-    due.clear();
     let next_due = hub.registry.collect_due(now, due);
     // Sized for every due session at once: growing the batch's columns
     // from empty cost a reallocation of each of them at every doubling,

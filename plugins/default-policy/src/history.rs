@@ -15,8 +15,8 @@ const MAX_TRACKED_SESSIONS: usize = 200_000;
 pub(crate) struct History {
     /// Exponentially weighted mean of pong RTTs (weight 1/8, as TCP's SRTT).
     /// Keyed with Fx, not SipHash: the keys are the host's own sequential
-    /// ids, which no client chooses, so a keyed hash buys no protection here
-    /// and cost most of a lookup, done for every pong and every assessment.
+    /// ids, which no client chooses, so a keyed hash would buy no protection
+    /// here, only cost, on every pong and every assessment.
     rtt_baseline_ms: FxHashMap<SessionId, u32>,
 }
 
