@@ -4,16 +4,18 @@
 //! first publish to the last delivery); latency from the second, published
 //! at a fixed interval longer than one fan-out (open loop), so one
 //! message's fan-out never queues behind the last. Publisher and receivers
-//! share one process and clock.
+//! share one process and clock, but not one runtime: the publisher runs on
+//! a thread of its own ([`publish_apart`]).
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::sessions::{open, source_for};
@@ -28,6 +30,50 @@ fn message(epoch: Instant, sequence: usize, bytes: usize) -> String {
         text.push_str(&"x".repeat(bytes - text.len()));
     }
     text
+}
+
+/// Publishes the messages numbered `sequences` to `target`, `pause` apart,
+/// from a thread and runtime of their own, as a separate publishing service
+/// would; returns when the first publish went out and the sessions the
+/// server reported, summed.
+///
+/// On the receivers' runtime, each publish's answer waited behind the
+/// tasks of every session that had a message to read, so a back-to-back
+/// round went at the pace the load tool's own CPU allowed, and that pace
+/// swung from run to run.
+async fn publish_apart(
+    target: &Target,
+    epoch: Instant,
+    sequences: Range<usize>,
+    bytes: usize,
+    pause: Duration,
+) -> Result<(Instant, u64)> {
+    let (ws, control, kind) = (target.ws, target.control, target.kind);
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let publish = async {
+                let target = Target::new(ws, Some(control), kind)?;
+                let first = Instant::now();
+                let mut accepted = 0u64;
+                for sequence in sequences {
+                    accepted += target.publish(message(epoch, sequence, bytes)).await?;
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                Ok((first, accepted))
+            };
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building the publisher's runtime")
+                .and_then(|runtime| runtime.block_on(publish));
+            let _ = done_tx.send(outcome);
+        })
+        .context("starting the publisher's thread")?;
+    done_rx.await.context("the publisher's thread ended")?
 }
 
 /// First-round deliveries, counted as they happen.
@@ -144,11 +190,8 @@ pub async fn run(
     let cpu_before = server_pid
         .map(crate::suite::procfs::cpu_ticks)
         .transpose()?;
-    let first_publish = Instant::now();
-    let mut accepted = 0u64;
-    for sequence in 0..messages {
-        accepted += target.publish(message(epoch, sequence, bytes)).await?;
-    }
+    let (first_publish, mut accepted) =
+        publish_apart(target, epoch, 0..messages, bytes, Duration::ZERO).await?;
     let round_started = tokio::time::Instant::now();
     while throughput.delivered.load(Ordering::Relaxed) < expected && round_started.elapsed() < limit
     {
@@ -168,10 +211,9 @@ pub async fn run(
     let span = last.saturating_duration_since(first_publish);
 
     // Round two: paced, for latency.
-    for sequence in messages..2 * messages {
-        accepted += target.publish(message(epoch, sequence, bytes)).await?;
-        tokio::time::sleep(interval).await;
-    }
+    accepted += publish_apart(target, epoch, messages..2 * messages, bytes, interval)
+        .await?
+        .1;
     let mut latencies = Vec::with_capacity(sessions * messages);
     let collect = async {
         while let Some(received) = done_rx.recv().await {
