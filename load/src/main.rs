@@ -70,7 +70,7 @@ enum Mode {
         identity_prefix: Option<String>,
     },
     /// Broadcast to N sessions: a back-to-back round (delivery rate) and a
-    /// paced round (latency).
+    /// paced round (latency), published from a thread of their own.
     Fanout {
         #[command(flatten)]
         server: Server,

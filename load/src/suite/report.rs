@@ -155,7 +155,7 @@ impl Results {
         let _ = writeln!(out, "\n#### 4. Fan-out of 1 KiB messages\n");
         let _ = writeln!(
             out,
-            "{} messages back to back for the rate and the server's CPU time per delivery (user + system, from `/proc`, over that round); {} more, one every 200 ms, for the latency.\n",
+            "{} messages back to back, from a publisher with a thread of its own, for the rate and the server's CPU time per delivery (user + system, from `/proc`, over that round); {} more, one every 200 ms, for the latency.\n",
             self.scale.fanout_messages, self.scale.fanout_messages
         );
         let _ = writeln!(out, "| server | sessions | delivered / expected | deliveries/s | server CPU µs/delivery | latency p50 ms | p99 ms | max ms |");
