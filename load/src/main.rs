@@ -83,8 +83,9 @@ enum Mode {
         /// Size of each message, bytes.
         #[arg(long, default_value_t = 1_024)]
         bytes: usize,
-        /// Pause between the latency round's publishes, ms (longer than one
-        /// fan-out, so each is measured on its own).
+        /// Pause between the latency round's publishes, ms: longer than one
+        /// fan-out, including the readers' share of it, for each to be
+        /// measured on its own.
         #[arg(long, default_value_t = 200)]
         interval_ms: u64,
         /// Open every other session on this address instead: another node
